@@ -1,0 +1,121 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+
+	"github.com/regiond/regiond/config"
+	"github.com/regiond/regiond/internal/mysqlconn"
+	"github.com/regiond/regiond/pipeline"
+	mysqlsink "github.com/regiond/regiond/sink/mysql"
+	mysqlsource "github.com/regiond/regiond/source/mysql"
+)
+
+// pipelineSet is the pipelines of one process and what they hold open.
+type pipelineSet struct {
+	pipelines []*pipeline.Pipeline
+	closers   []func() error
+}
+
+// Close releases every pipeline's connections.
+func (s *pipelineSet) Close() error {
+	var errs []error
+	for _, c := range s.closers {
+		errs = append(errs, c())
+	}
+	return errors.Join(errs...)
+}
+
+// pipelineName names the pipeline from src into dst.
+func pipelineName(src, dst string) string { return src + "->" + dst }
+
+// buildPipelines wires a pipeline from every other region into each target
+// region (only into region when it is set). Nothing connects yet.
+func buildPipelines(cfg *config.Config, region string, logger *slog.Logger) (*pipelineSet, error) {
+	if err := checkRegionFlag(cfg, region); err != nil {
+		return nil, err
+	}
+	for i, r := range cfg.Regions {
+		if r.Engine != config.EngineMySQL {
+			return nil, usageError{fmt.Errorf("%w: regions[%d].engine: %s regions are not supported by this version of regiond yet; use mysql", config.ErrInvalid, i, r.Engine)}
+		}
+	}
+	tables := make(map[string]bool, len(cfg.Tables))
+	for name := range cfg.Tables {
+		tables[name] = true
+	}
+	set := &pipelineSet{}
+	for ti, dst := range cfg.Regions {
+		if region != "" && dst.Name != region {
+			continue
+		}
+		for _, src := range cfg.Regions {
+			if src.Name == dst.Name {
+				continue
+			}
+			name := pipelineName(src.Name, dst.Name)
+			srcConn, err := mysqlParams(src)
+			if err != nil {
+				return nil, err
+			}
+			dstConn, err := mysqlParams(dst)
+			if err != nil {
+				return nil, err
+			}
+			reader, err := mysqlsource.New(mysqlsource.Config{
+				Region:   src.Name,
+				Conn:     srcConn,
+				Flavor:   src.Flavor,
+				ServerID: replicaServerID(src, name, ti),
+				Tables:   tables,
+			}, logger.With("pipeline", name))
+			if err != nil {
+				return nil, fmt.Errorf("pipeline %s: %w", name, err)
+			}
+			set.closers = append(set.closers, reader.Close)
+			applier, err := mysqlsink.New(mysqlsink.Config{
+				Pipeline: name,
+				Source:   src.Name,
+				Target:   dst.Name,
+				Conn:     dstConn,
+			}, logger)
+			if err != nil {
+				return nil, fmt.Errorf("pipeline %s: %w", name, err)
+			}
+			set.closers = append(set.closers, applier.Close)
+			set.pipelines = append(set.pipelines, &pipeline.Pipeline{
+				Name:   name,
+				Source: reader,
+				Sink:   applier,
+				Logger: logger,
+			})
+		}
+	}
+	return set, nil
+}
+
+func mysqlParams(r config.Region) (mysqlconn.Params, error) {
+	d, err := config.ParseMySQLDSN(r.DSN)
+	if err != nil {
+		return mysqlconn.Params{}, fmt.Errorf("region %s: %w", r.Name, err)
+	}
+	return mysqlconn.Params{
+		Host: d.Host, Port: d.Port, User: d.User, Password: d.Password,
+		Database: d.Database, Extra: d.Params,
+	}, nil
+}
+
+// replicaServerID is the server id regiond presents when it reads src's
+// binlog for one pipeline: the region's server_id plus the target's index
+// when configured, else derived from the pipeline's name. Each reader of a
+// server needs its own id, or the server disconnects the older one.
+func replicaServerID(src config.Region, pipelineName string, targetIndex int) uint32 {
+	if src.ServerID != 0 {
+		return src.ServerID + uint32(targetIndex)
+	}
+	h := fnv.New32a()
+	h.Write([]byte(pipelineName))
+	return h.Sum32()|1<<31 | 1
+}

@@ -1,0 +1,263 @@
+// Package pipeline runs one (source region → target) pipeline: the source's
+// reader feeding the target's sink, resumed from the checkpoint stored in the
+// target, supervised with capped backoff so that a region that is down stops
+// nothing but its own pipelines.
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/regiond/regiond/checkpoint"
+	"github.com/regiond/regiond/source"
+)
+
+// Sink applies a pipeline's transactions to its target.
+type Sink interface {
+	// Open prepares the target (regiond's own tables) and returns the
+	// position stored there for this pipeline, or "" when it has none yet.
+	Open(ctx context.Context) (string, error)
+	// Init stores pos as the pipeline's starting position unless a position
+	// is already stored, and returns the one in force.
+	Init(ctx context.Context, pos string) (string, error)
+	// Apply applies transactions from in, in order, until in is closed or ctx
+	// ends. Each source transaction is applied atomically together with the
+	// pipeline's new position, so replaying any suffix of the stream is
+	// harmless. After each durable commit it calls durable with the position
+	// covered (which may also cover skipped transactions).
+	Apply(ctx context.Context, in <-chan source.Txn, durable func(checkpoint.Position)) error
+}
+
+// ErrPermanent marks a failure that retrying cannot fix (lost position,
+// incompatible schema, a value the target cannot hold): the pipeline stops,
+// with its position kept, until the operator acts.
+var ErrPermanent = errors.New("pipeline cannot continue")
+
+// Permanent wraps err so that IsPermanent reports true.
+func Permanent(err error) error {
+	if err == nil || errors.Is(err, ErrPermanent) {
+		return err
+	}
+	return permanentError{err}
+}
+
+type permanentError struct{ err error }
+
+func (e permanentError) Error() string   { return e.err.Error() }
+func (e permanentError) Unwrap() []error { return []error{e.err, ErrPermanent} }
+
+// IsPermanent reports whether err should stop the pipeline for good.
+func IsPermanent(err error) bool {
+	return errors.Is(err, ErrPermanent) || errors.Is(err, checkpoint.ErrPositionLost)
+}
+
+// State is where a pipeline is in its life.
+type State string
+
+// The pipeline states.
+const (
+	Starting  State = "starting"
+	Streaming State = "streaming"
+	Retrying  State = "retrying"
+	Stopped   State = "stopped" // permanent failure; needs the operator
+	Done      State = "done"    // the process is shutting down
+)
+
+// Status is a snapshot of a pipeline for health checks and `status`.
+type Status struct {
+	Name      string
+	State     State
+	Position  string
+	LastError string
+	Failures  int
+	Since     time.Time
+}
+
+// Pipeline is one source region feeding one target.
+type Pipeline struct {
+	Name   string // "east->west"
+	Source source.Source
+	Sink   Sink
+	Logger *slog.Logger
+	// Buffer is the number of transactions in flight between reader and
+	// sink (default 1024).
+	Buffer int
+	// MinBackoff and MaxBackoff bound the retry delay (1 s and 30 s).
+	MinBackoff, MaxBackoff time.Duration
+
+	mu     sync.Mutex
+	status Status
+}
+
+// Status returns the pipeline's current status.
+func (p *Pipeline) Status() Status {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s := p.status
+	s.Name = p.Name
+	return s
+}
+
+func (p *Pipeline) setState(st State, err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.status.State != st {
+		p.status.Since = time.Now()
+	}
+	p.status.State = st
+	if err != nil {
+		p.status.LastError = err.Error()
+	}
+}
+
+func (p *Pipeline) setPosition(pos checkpoint.Position) {
+	p.mu.Lock()
+	p.status.Position = pos.String()
+	p.mu.Unlock()
+}
+
+// Run runs the pipeline until ctx ends (it then returns nil) or it fails
+// permanently (it then returns that error, already logged). Any other
+// failure is retried with capped exponential backoff; repeated identical
+// errors are logged at most once a minute.
+func (p *Pipeline) Run(ctx context.Context) error {
+	minB, maxB := p.MinBackoff, p.MaxBackoff
+	if minB <= 0 {
+		minB = time.Second
+	}
+	if maxB <= 0 {
+		maxB = 30 * time.Second
+	}
+	log := p.Logger.With("pipeline", p.Name)
+	var (
+		failures   int
+		backoff    = minB
+		lastErr    string
+		lastLogged time.Time
+		suppressed int
+	)
+	p.setState(Starting, nil)
+	for {
+		healthy := make(chan struct{})
+		err := p.runOnce(ctx, healthy)
+		select {
+		case <-healthy:
+			// It had been streaming: start the backoff and count afresh.
+			backoff, failures = minB, 0
+		default:
+		}
+		if ctx.Err() != nil {
+			p.setState(Done, nil)
+			return nil
+		}
+		if err == nil {
+			err = errors.New("stream ended")
+		}
+		if IsPermanent(err) {
+			p.setState(Stopped, err)
+			log.Error("pipeline stopped; it will not retry until regiond is restarted", "error", err)
+			return err
+		}
+		failures++
+		p.mu.Lock()
+		p.status.Failures = failures
+		p.mu.Unlock()
+		p.setState(Retrying, err)
+		if msg := err.Error(); msg != lastErr || time.Since(lastLogged) >= time.Minute {
+			if suppressed > 0 {
+				log.Error("pipeline failed; retrying", "error", err, "retry_in", backoff.String(), "failures", failures, "suppressed", suppressed)
+			} else {
+				log.Error("pipeline failed; retrying", "error", err, "retry_in", backoff.String(), "failures", failures)
+			}
+			lastErr, lastLogged, suppressed = msg, time.Now(), 0
+		} else {
+			suppressed++
+		}
+		select {
+		case <-ctx.Done():
+			p.setState(Done, nil)
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, maxB)
+	}
+}
+
+// healthyAfter is how long a run must stream without error to count as
+// recovered.
+const healthyAfter = 3 * time.Second
+
+func (p *Pipeline) runOnce(ctx context.Context, healthy chan<- struct{}) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	log := p.Logger.With("pipeline", p.Name)
+
+	stored, err := p.Sink.Open(ctx)
+	if err != nil {
+		return fmt.Errorf("open target: %w", err)
+	}
+	if stored == "" {
+		cur, err := p.Source.CurrentPosition(ctx)
+		if err != nil {
+			return fmt.Errorf("read source position: %w", err)
+		}
+		stored, err = p.Sink.Init(ctx, cur.String())
+		if err != nil {
+			return fmt.Errorf("store start position: %w", err)
+		}
+		log.Info("pipeline starts at the source's current position (existing rows are backfill's job)", "position", stored)
+	}
+	from, err := p.Source.ParsePosition(stored)
+	if err != nil {
+		return Permanent(fmt.Errorf("checkpoint %q stored in the target: %w", stored, err))
+	}
+	p.setPosition(from)
+
+	buf := p.Buffer
+	if buf <= 0 {
+		buf = 1024
+	}
+	ch := make(chan source.Txn, buf)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		defer close(ch)
+		return p.Source.Read(gctx, from, ch)
+	})
+	g.Go(func() error {
+		return p.Sink.Apply(gctx, ch, func(pos checkpoint.Position) {
+			p.setPosition(pos)
+			if err := p.Source.Ack(gctx, pos); err != nil {
+				log.Warn("acknowledge position to source", "error", err)
+			}
+		})
+	})
+	g.Go(func() error {
+		select {
+		case <-gctx.Done():
+		case <-time.After(healthyAfter):
+			p.mu.Lock()
+			failures := p.status.Failures
+			p.status.Failures = 0
+			p.mu.Unlock()
+			p.setState(Streaming, nil)
+			if failures > 0 {
+				log.Info("pipeline recovered", "failures", failures, "position", p.Status().Position)
+			} else {
+				log.Info("pipeline streaming", "position", p.Status().Position)
+			}
+			close(healthy)
+		}
+		return nil
+	})
+	err = g.Wait()
+	if ctx.Err() != nil && !IsPermanent(err) {
+		return ctx.Err()
+	}
+	return err
+}

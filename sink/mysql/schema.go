@@ -1,0 +1,55 @@
+package mysql
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// CheckpointTable holds, per pipeline into this region, the source position
+// applied so far (written in the same transaction as the rows), a sequence
+// bumped on every write so that the marker write always changes the row,
+// and the fencing epoch. Its rows are also regiond's loop-prevention marker:
+// every transaction regiond writes begins with a write to it.
+const CheckpointTable = "regiond_checkpoints"
+
+const createCheckpoints = "CREATE TABLE IF NOT EXISTS `" + CheckpointTable + "` (" +
+	"`pipeline` VARCHAR(191) NOT NULL COMMENT 'source->target, or a marker name'," +
+	"`kind` VARCHAR(16) NOT NULL DEFAULT 'pipeline' COMMENT 'pipeline | marker'," +
+	"`source_region` VARCHAR(64) NOT NULL DEFAULT ''," +
+	"`position` TEXT NOT NULL COMMENT 'source position after the last applied transaction'," +
+	"`seq` BIGINT UNSIGNED NOT NULL DEFAULT 0 COMMENT 'bumped by every write'," +
+	"`epoch` BIGINT UNSIGNED NOT NULL DEFAULT 0 COMMENT 'fencing epoch of the applying process'," +
+	"`updated_at` DATETIME(6) NOT NULL," +
+	"PRIMARY KEY (`pipeline`)" +
+	") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin COMMENT='regiond replication checkpoints and loop-prevention marker'"
+
+// ensureTables creates regiond's own tables when they are missing. It asks
+// first, so that a restart writes no DDL into the binlog.
+func ensureTables(ctx context.Context, db *sql.DB) error {
+	var n int
+	err := db.QueryRowContext(ctx,
+		"SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?",
+		CheckpointTable).Scan(&n)
+	if err != nil {
+		return err
+	}
+	if n > 0 {
+		return nil
+	}
+	if _, err := db.ExecContext(ctx, createCheckpoints); err != nil {
+		return fmt.Errorf("create %s: %w", CheckpointTable, err)
+	}
+	return nil
+}
+
+// quote returns a backtick-quoted identifier.
+func quote(name string) string {
+	return "`" + strings.ReplaceAll(name, "`", "``") + "`"
+}
+
+// errCheckpointMissing means the pipeline's checkpoint row vanished while the
+// pipeline ran: someone deleted it, and resuming would guess a position.
+var errCheckpointMissing = errors.New("checkpoint row missing")

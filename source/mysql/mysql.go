@@ -1,0 +1,514 @@
+// Package mysql reads a MySQL or MariaDB region's binlog (row format, full
+// row images, full row metadata) with go-mysql and turns it into committed
+// transactions of row changes, positioned by GTID state.
+package mysql
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+
+	gomysql "github.com/go-mysql-org/go-mysql/mysql"
+	"github.com/go-mysql-org/go-mysql/replication"
+	"github.com/google/uuid"
+	"golang.org/x/text/encoding"
+
+	"github.com/regiond/regiond/checkpoint"
+	"github.com/regiond/regiond/internal/mysqlconn"
+	"github.com/regiond/regiond/source"
+)
+
+// MarkerTable is regiond's own table whose write opens every transaction
+// regiond makes in a region; readers skip transactions that begin with it.
+const MarkerTable = "regiond_checkpoints"
+
+// Config says which binlog to read and what to keep of it.
+type Config struct {
+	Region string // the region this binlog belongs to
+	Conn   mysqlconn.Params
+	// Flavor is "mysql" or "mariadb"; empty means ask the server.
+	Flavor string
+	// ServerID is the replica id regiond presents to the server. It must be
+	// unique among the server's replicas, and per pipeline.
+	ServerID uint32
+	// Tables is the set of configured (bare) table names to capture.
+	Tables map[string]bool
+	// ChunkChanges bounds how many changes of one large transaction are held
+	// before they are sent on as a chunk (default 4096).
+	ChunkChanges int
+}
+
+// Reader reads one region's binlog. It is safe to call Read again after it
+// returned (the pipeline supervisor does so after failures).
+type Reader struct {
+	cfg    Config
+	logger *slog.Logger
+	db     *sql.DB
+}
+
+var _ source.Source = (*Reader)(nil)
+
+// New returns a reader; it connects lazily.
+func New(cfg Config, logger *slog.Logger) (*Reader, error) {
+	if cfg.ChunkChanges <= 0 {
+		cfg.ChunkChanges = 4096
+	}
+	if cfg.ServerID == 0 {
+		return nil, errors.New("mysql source: server id must not be 0")
+	}
+	db, err := mysqlconn.Open(cfg.Conn)
+	if err != nil {
+		return nil, err
+	}
+	db.SetMaxOpenConns(2)
+	return &Reader{cfg: cfg, logger: logger, db: db}, nil
+}
+
+// Close releases the reader's connections.
+func (r *Reader) Close() error { return r.db.Close() }
+
+func (r *Reader) flavor(ctx context.Context) (string, error) {
+	if r.cfg.Flavor != "" {
+		return r.cfg.Flavor, nil
+	}
+	f, err := mysqlconn.Flavor(ctx, r.db)
+	if err != nil {
+		return "", fmt.Errorf("region %s: %w", r.cfg.Region, err)
+	}
+	r.cfg.Flavor = f
+	return f, nil
+}
+
+// CurrentPosition returns the server's GTID state: @@gtid_binlog_pos on
+// MariaDB (every domain in the binlog), @@gtid_executed on MySQL.
+func (r *Reader) CurrentPosition(ctx context.Context) (checkpoint.Position, error) {
+	flavor, err := r.flavor(ctx)
+	if err != nil {
+		return nil, err
+	}
+	q := "SELECT @@GLOBAL.gtid_executed"
+	if flavor == gomysql.MariaDBFlavor {
+		q = "SELECT @@GLOBAL.gtid_binlog_pos"
+	}
+	var s string
+	if err := r.db.QueryRowContext(ctx, q).Scan(&s); err != nil {
+		return nil, fmt.Errorf("region %s: read gtid position: %w", r.cfg.Region, err)
+	}
+	return checkpoint.ParseGTID(flavor, strings.ReplaceAll(s, "\n", ""))
+}
+
+// ParsePosition parses a GTID state of this region's flavor.
+func (r *Reader) ParsePosition(s string) (checkpoint.Position, error) {
+	flavor := r.cfg.Flavor
+	if flavor == "" {
+		flavor = guessFlavor(s)
+	}
+	return checkpoint.ParseGTID(flavor, s)
+}
+
+// guessFlavor tells a MySQL GTID set (uuid:interval) from MariaDB's
+// domain-server-seq list, for positions parsed before the server answered.
+func guessFlavor(s string) string {
+	if strings.Contains(s, ":") {
+		return gomysql.MySQLFlavor
+	}
+	return gomysql.MariaDBFlavor
+}
+
+// Ack is a no-op: binlog retention is time based and set by the operator;
+// the position that matters is stored in the target with the rows.
+func (r *Reader) Ack(context.Context, checkpoint.Position) error { return nil }
+
+// Read streams the binlog after from. See source.Source.
+func (r *Reader) Read(ctx context.Context, from checkpoint.Position, out chan<- source.Txn) error {
+	flavor, err := r.flavor(ctx)
+	if err != nil {
+		return err
+	}
+	start, ok := from.(checkpoint.GTID)
+	if !ok {
+		return fmt.Errorf("region %s: position %v is not a gtid state", r.cfg.Region, from)
+	}
+	if start.Flavor() != flavor {
+		start, err = checkpoint.ParseGTID(flavor, start.String())
+		if err != nil {
+			return err
+		}
+	}
+	syncer := replication.NewBinlogSyncer(replication.BinlogSyncerConfig{
+		ServerID:                r.cfg.ServerID,
+		Flavor:                  flavor,
+		Host:                    r.cfg.Conn.Host,
+		Port:                    uint16(r.cfg.Conn.Port),
+		User:                    r.cfg.Conn.User,
+		Password:                r.cfg.Conn.Password,
+		Charset:                 "utf8mb4",
+		TimestampStringLocation: time.UTC,
+		HeartbeatPeriod:         5 * time.Second,
+		ReadTimeout:             30 * time.Second,
+		DisableRetrySync:        true,
+		EventCacheCount:         4096,
+		Logger:                  slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	defer syncer.Close()
+
+	streamer, err := syncer.StartSyncGTID(start.Set())
+	if err != nil {
+		return r.classify(fmt.Errorf("region %s: start binlog stream at %q: %w", r.cfg.Region, start.String(), err))
+	}
+	d := &decoder{
+		cfg:    &r.cfg,
+		flavor: flavor,
+		cur:    start.Set(),
+		tables: map[uint64]*tableDef{},
+		logger: r.logger,
+	}
+	for {
+		ev, err := streamer.GetEvent(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return r.classify(fmt.Errorf("region %s: read binlog: %w", r.cfg.Region, err))
+		}
+		txn, send, err := d.event(ev)
+		if err != nil {
+			return err
+		}
+		if !send {
+			continue
+		}
+		select {
+		case out <- txn:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// classify marks "the server no longer has (or never had) this GTID
+// position" as a lost position.
+func (r *Reader) classify(err error) error {
+	var me *gomysql.MyError
+	if errors.As(err, &me) && me.Code == gomysql.ER_MASTER_FATAL_ERROR_READING_BINLOG {
+		return fmt.Errorf("%w: %v; the binlog no longer holds this pipeline's checkpoint: run `regiond backfill` into the target, then start again", checkpoint.ErrPositionLost, err)
+	}
+	if strings.Contains(err.Error(), "ERROR 1236") || strings.Contains(err.Error(), "Error 1236") {
+		return fmt.Errorf("%w: %v; the binlog no longer holds this pipeline's checkpoint: run `regiond backfill` into the target, then start again", checkpoint.ErrPositionLost, err)
+	}
+	return err
+}
+
+// ErrUnsupported marks a binlog this reader cannot use (wrong format,
+// missing metadata, table without primary key). Retrying does not help.
+var ErrUnsupported = errors.New("unsupported binlog")
+
+// tableDef caches the decoded definition of a table map, and how to turn
+// raw values into source values.
+type tableDef struct {
+	sig   string // column types + names: a changed definition gets a new def
+	table *source.Table
+	enums map[int][]string
+	sets  map[int][]string
+	// text marks character columns (strings in the canonical form, not
+	// bytes); a non-nil decoder converts them from their charset to UTF-8.
+	text map[int]*encoding.Decoder
+	keep bool // a configured table of the configured database
+}
+
+// decoder turns binlog events into transactions. It holds the state of the
+// transaction being read.
+type decoder struct {
+	cfg    *Config
+	flavor string
+	cur    gomysql.GTIDSet // GTID state after the last committed transaction
+	tables map[uint64]*tableDef
+	logger *slog.Logger
+
+	inTxn      bool
+	standalone bool // MariaDB: a GTID event of a single-statement (DDL) transaction
+	decided    bool // the first rows event of the transaction was seen
+	skip       bool // the transaction carries regiond's marker
+	sentChunk  bool
+	mariaGTID  gomysql.MariadbGTID
+	mysqlSID   uuid.UUID
+	mysqlGNO   int64
+	commitTS   uint32
+	changes    []source.Change
+}
+
+func (d *decoder) begin(ts uint32) {
+	d.inTxn, d.decided, d.skip, d.sentChunk = true, false, false, false
+	d.commitTS = ts
+	d.changes = nil
+}
+
+// event consumes one binlog event and returns a transaction (or a chunk of
+// one) when one is ready.
+func (d *decoder) event(ev *replication.BinlogEvent) (source.Txn, bool, error) {
+	switch e := ev.Event.(type) {
+	case *replication.MariadbGTIDEvent:
+		d.begin(ev.Header.Timestamp)
+		d.mariaGTID = e.GTID
+		d.standalone = e.IsStandalone()
+	case *replication.GTIDEvent:
+		d.begin(ev.Header.Timestamp)
+		sid, err := uuid.FromBytes(e.SID)
+		if err != nil {
+			return source.Txn{}, false, fmt.Errorf("region %s: gtid event: %w", d.cfg.Region, err)
+		}
+		d.mysqlSID, d.mysqlGNO = sid, e.GNO
+		d.standalone = false
+	case *replication.QueryEvent:
+		q := string(e.Query)
+		switch {
+		case strings.EqualFold(q, "BEGIN"):
+			return source.Txn{}, false, nil
+		case strings.EqualFold(q, "COMMIT"):
+			return d.commit()
+		}
+		d.ddl(string(e.Schema), q)
+		if !d.inTxn || d.standalone || d.flavor == gomysql.MySQLFlavor {
+			// A DDL statement is a transaction of its own.
+			return d.commit()
+		}
+	case *replication.RowsEvent:
+		return d.rows(ev.Header.EventType, e)
+	case *replication.XIDEvent:
+		return d.commit()
+	}
+	return source.Txn{}, false, nil
+}
+
+func (d *decoder) ddl(schema, q string) {
+	if schema != d.cfg.Conn.Database {
+		return
+	}
+	fields := strings.Fields(strings.ToLower(q))
+	if len(fields) >= 2 && fields[0] == "truncate" {
+		name := strings.Trim(fields[len(fields)-1], "`;")
+		if i := strings.LastIndexByte(name, '.'); i >= 0 {
+			name = strings.Trim(name[i+1:], "`")
+		}
+		if d.cfg.Tables[name] {
+			d.logger.Warn("TRUNCATE is not replicated; the table now differs between regions until you truncate it everywhere or run `regiond backfill`",
+				"region", d.cfg.Region, "table", name)
+		}
+	}
+}
+
+func (d *decoder) commit() (source.Txn, bool, error) {
+	if !d.inTxn {
+		return source.Txn{}, false, nil
+	}
+	d.inTxn = false
+	switch s := d.cur.(type) {
+	case *gomysql.MariadbGTIDSet:
+		g := d.mariaGTID
+		if err := s.AddSet(&g); err != nil {
+			return source.Txn{}, false, fmt.Errorf("region %s: gtid %s: %w", d.cfg.Region, g.String(), err)
+		}
+	case *gomysql.MysqlGTIDSet:
+		s.AddGTID(d.mysqlSID, d.mysqlGNO)
+	}
+	txn := source.Txn{
+		Changes: d.changes,
+		End:     checkpoint.NewGTID(d.flavor, d.cur),
+		Commit:  time.Unix(int64(d.commitTS), 0).UTC(),
+		Origin:  d.cfg.Region,
+	}
+	if d.skip {
+		txn.Changes = nil
+	}
+	d.changes = nil
+	return txn, true, nil
+}
+
+func (d *decoder) def(tm *replication.TableMapEvent) (*tableDef, error) {
+	var sig strings.Builder
+	sig.Write(tm.Schema)
+	sig.WriteByte('.')
+	sig.Write(tm.Table)
+	sig.WriteByte(0)
+	sig.Write(tm.ColumnType)
+	for _, n := range tm.ColumnName {
+		sig.WriteByte(0)
+		sig.Write(n)
+	}
+	if def, ok := d.tables[tm.TableID]; ok && def.sig == sig.String() {
+		return def, nil
+	}
+	name := string(tm.Table)
+	def := &tableDef{sig: sig.String()}
+	def.keep = string(tm.Schema) == d.cfg.Conn.Database && d.cfg.Tables[name]
+	if def.keep || name == MarkerTable {
+		if len(tm.ColumnName) == 0 {
+			return nil, fmt.Errorf("%w: region %s: table %s: the binlog carries no column names; set binlog_row_metadata=FULL on the server (SET GLOBAL binlog_row_metadata=FULL and in my.cnf)",
+				ErrUnsupported, d.cfg.Region, name)
+		}
+	}
+	if def.keep {
+		t := &source.Table{Name: name, Columns: make([]source.Column, tm.ColumnCount)}
+		unsigned := tm.UnsignedMap()
+		for i := range t.Columns {
+			t.Columns[i] = source.Column{Name: string(tm.ColumnName[i]), Type: tm.ColumnType[i], Unsigned: unsigned[i]}
+		}
+		if len(tm.PrimaryKey) == 0 {
+			return nil, fmt.Errorf("%w: region %s: table %s has no primary key in the binlog; give it a PRIMARY KEY (and keep binlog_row_metadata=FULL)",
+				ErrUnsupported, d.cfg.Region, name)
+		}
+		for _, k := range tm.PrimaryKey {
+			t.PK = append(t.PK, int(k))
+		}
+		def.table = t
+		def.enums = tm.EnumStrValueMap()
+		def.sets = tm.SetStrValueMap()
+		def.text = map[int]*encoding.Decoder{}
+		for i, coll := range tm.CollationMap() {
+			if coll == binaryCollation {
+				continue
+			}
+			dec, err := textDecoder(coll)
+			if err != nil {
+				return nil, fmt.Errorf("%w: region %s: table %s column %s: %v",
+					ErrUnsupported, d.cfg.Region, name, t.Columns[i].Name, err)
+			}
+			def.text[i] = dec
+		}
+		for i, c := range t.Columns {
+			if c.Type == gomysql.MYSQL_TYPE_JSON {
+				def.text[i] = nil
+			}
+		}
+	}
+	d.tables[tm.TableID] = def
+	return def, nil
+}
+
+func (d *decoder) rows(et replication.EventType, e *replication.RowsEvent) (source.Txn, bool, error) {
+	if e.Table == nil {
+		return source.Txn{}, false, nil
+	}
+	def, err := d.def(e.Table)
+	if err != nil {
+		return source.Txn{}, false, err
+	}
+	if !d.decided {
+		d.decided = true
+		d.skip = string(e.Table.Table) == MarkerTable && string(e.Table.Schema) == d.cfg.Conn.Database
+	}
+	if d.skip || !def.keep {
+		return source.Txn{}, false, nil
+	}
+	if len(e.SkippedColumns) > 0 {
+		for _, s := range e.SkippedColumns {
+			if len(s) > 0 {
+				return source.Txn{}, false, fmt.Errorf("%w: region %s: table %s: the binlog row image is not full; set binlog_row_image=FULL on the server",
+					ErrUnsupported, d.cfg.Region, def.table.Name)
+			}
+		}
+	}
+	t := def.table
+	rows := make([]source.Row, len(e.Rows))
+	for i, r := range e.Rows {
+		row, err := def.convert(r)
+		if err != nil {
+			return source.Txn{}, false, fmt.Errorf("%w: region %s: %v", ErrUnsupported, d.cfg.Region, err)
+		}
+		rows[i] = row
+	}
+	switch e.Type() {
+	case replication.EnumRowsEventTypeInsert:
+		for _, r := range rows {
+			d.changes = append(d.changes, source.Change{Table: t, Op: source.Insert, After: r})
+		}
+	case replication.EnumRowsEventTypeDelete:
+		for _, r := range rows {
+			d.changes = append(d.changes, source.Change{Table: t, Op: source.Delete, Before: r})
+		}
+	case replication.EnumRowsEventTypeUpdate:
+		for i := 0; i+1 < len(rows); i += 2 {
+			d.changes = append(d.changes, source.Change{Table: t, Op: source.Update, Before: rows[i], After: rows[i+1]})
+		}
+	default:
+		return source.Txn{}, false, fmt.Errorf("region %s: table %s: unknown rows event %v", d.cfg.Region, t.Name, et)
+	}
+	if len(d.changes) >= d.cfg.ChunkChanges {
+		txn := source.Txn{Changes: d.changes, More: true, Origin: d.cfg.Region,
+			Commit: time.Unix(int64(d.commitTS), 0).UTC()}
+		d.changes = nil
+		d.sentChunk = true
+		return txn, true, nil
+	}
+	return source.Txn{}, false, nil
+}
+
+// convert normalises one raw row in place (see source.Row).
+func (def *tableDef) convert(raw []any) (source.Row, error) {
+	for i, v := range raw {
+		switch x := v.(type) {
+		case []byte:
+			if dec, ok := def.text[i]; ok {
+				s, err := decodeText(dec, x)
+				if err != nil {
+					return nil, fmt.Errorf("table %s column %s: %w", def.table.Name, def.table.Columns[i].Name, err)
+				}
+				raw[i] = s
+				continue
+			}
+			// go-mysql may hand out slices of its read buffer.
+			raw[i] = append([]byte(nil), x...)
+		case string:
+			if dec := def.text[i]; dec != nil {
+				s, err := decodeText(dec, []byte(x))
+				if err != nil {
+					return nil, fmt.Errorf("table %s column %s: %w", def.table.Name, def.table.Columns[i].Name, err)
+				}
+				raw[i] = s
+			}
+		case int64:
+			if names, ok := def.enums[i]; ok {
+				raw[i] = enumName(names, x)
+			} else if names, ok := def.sets[i]; ok {
+				raw[i] = setNames(names, x)
+			}
+		}
+	}
+	return source.Row(raw), nil
+}
+
+func decodeText(dec *encoding.Decoder, b []byte) (string, error) {
+	if dec == nil {
+		return string(b), nil
+	}
+	out, err := dec.Bytes(b)
+	if err != nil {
+		return "", err
+	}
+	return string(out), nil
+}
+
+func enumName(names []string, idx int64) string {
+	if idx < 1 || int(idx) > len(names) {
+		return "" // MySQL's "invalid value" of a non-strict insert
+	}
+	return names[idx-1]
+}
+
+func setNames(names []string, bits int64) string {
+	var b strings.Builder
+	for i, n := range names {
+		if bits&(1<<uint(i)) != 0 {
+			if b.Len() > 0 {
+				b.WriteByte(',')
+			}
+			b.WriteString(n)
+		}
+	}
+	return b.String()
+}
