@@ -80,6 +80,7 @@ func buildPipelines(cfg *config.Config, region string, logger *slog.Logger) (*pi
 				Source:   src.Name,
 				Target:   dst.Name,
 				Conn:     dstConn,
+				Tables:   cfg.TableNames(),
 			}, logger)
 			if err != nil {
 				return nil, fmt.Errorf("pipeline %s: %w", name, err)
@@ -117,5 +118,5 @@ func replicaServerID(src config.Region, pipelineName string, targetIndex int) ui
 	}
 	h := fnv.New32a()
 	h.Write([]byte(pipelineName))
-	return h.Sum32()|1<<31 | 1
+	return h.Sum32() | 1<<31 | 1
 }

@@ -26,6 +26,9 @@ type Config struct {
 	Source   string // source region name
 	Target   string // target region name
 	Conn     mysqlconn.Params
+	// Tables are the configured tables; Open checks that each exists in the
+	// target with a primary key before regiond writes anything there.
+	Tables []string
 	// BatchChanges is how many changes a batch collects before it is written
 	// (default 8192). A batch is also written as soon as the source has
 	// nothing more ready, so a lone small transaction never waits.
@@ -77,6 +80,9 @@ func (a *Applier) Close() error { return a.db.Close() }
 // Open creates regiond's tables in the target when missing and returns the
 // pipeline's stored position ("" when none).
 func (a *Applier) Open(ctx context.Context) (string, error) {
+	if err := checkTables(ctx, a.db, a.cfg.Target, a.cfg.Tables); err != nil {
+		return "", err
+	}
 	if err := ensureTables(ctx, a.db); err != nil {
 		return "", fmt.Errorf("region %s: %w", a.cfg.Target, err)
 	}

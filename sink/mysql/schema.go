@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/regiond/regiond/pipeline"
 )
 
 // CheckpointTable holds, per pipeline into this region, the source position
@@ -41,6 +43,33 @@ func ensureTables(ctx context.Context, db *sql.DB) error {
 	}
 	if _, err := db.ExecContext(ctx, createCheckpoints); err != nil {
 		return fmt.Errorf("create %s: %w", CheckpointTable, err)
+	}
+	return nil
+}
+
+// checkTables verifies that every configured table exists in the target
+// and has a primary key. A failure is permanent for the pipeline: nothing is
+// written until the operator fixes the table.
+func checkTables(ctx context.Context, db *sql.DB, region string, tables []string) error {
+	var problems []string
+	for _, t := range tables {
+		var exists, pk int
+		err := db.QueryRowContext(ctx, `SELECT COUNT(*),
+			(SELECT COUNT(*) FROM information_schema.TABLE_CONSTRAINTS c
+			  WHERE c.TABLE_SCHEMA = DATABASE() AND c.TABLE_NAME = ? AND c.CONSTRAINT_TYPE = 'PRIMARY KEY')
+			FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?`, t, t).Scan(&exists, &pk)
+		if err != nil {
+			return fmt.Errorf("region %s: look up table %s: %w", region, t, err)
+		}
+		switch {
+		case exists == 0:
+			problems = append(problems, fmt.Sprintf("table %s does not exist: create it with the same definition as in the other regions", t))
+		case pk == 0:
+			problems = append(problems, fmt.Sprintf("table %s has no primary key: ALTER TABLE %s ADD PRIMARY KEY (...) in every region", t, t))
+		}
+	}
+	if len(problems) > 0 {
+		return pipeline.Permanent(fmt.Errorf("region %s: %s", region, strings.Join(problems, "; ")))
 	}
 	return nil
 }

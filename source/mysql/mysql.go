@@ -20,6 +20,7 @@ import (
 
 	"github.com/regiond/regiond/checkpoint"
 	"github.com/regiond/regiond/internal/mysqlconn"
+	"github.com/regiond/regiond/pipeline"
 	"github.com/regiond/regiond/source"
 )
 
@@ -91,6 +92,9 @@ func (r *Reader) CurrentPosition(ctx context.Context) (checkpoint.Position, erro
 	if err != nil {
 		return nil, err
 	}
+	if err := r.preflight(ctx); err != nil {
+		return nil, err
+	}
 	q := "SELECT @@GLOBAL.gtid_executed"
 	if flavor == gomysql.MariaDBFlavor {
 		q = "SELECT @@GLOBAL.gtid_binlog_pos"
@@ -128,6 +132,9 @@ func (r *Reader) Ack(context.Context, checkpoint.Position) error { return nil }
 func (r *Reader) Read(ctx context.Context, from checkpoint.Position, out chan<- source.Txn) error {
 	flavor, err := r.flavor(ctx)
 	if err != nil {
+		return err
+	}
+	if err := r.preflight(ctx); err != nil {
 		return err
 	}
 	start, ok := from.(checkpoint.GTID)
@@ -205,8 +212,39 @@ func (r *Reader) classify(err error) error {
 }
 
 // ErrUnsupported marks a binlog this reader cannot use (wrong format,
-// missing metadata, table without primary key). Retrying does not help.
-var ErrUnsupported = errors.New("unsupported binlog")
+// missing metadata, table without primary key). Retrying does not help: it
+// wraps pipeline.ErrPermanent.
+var ErrUnsupported = fmt.Errorf("unsupported binlog (%w)", pipeline.ErrPermanent)
+
+// preflight checks the server settings row-based capture needs, before the
+// stream starts, so that a misconfigured server is one clear error.
+func (r *Reader) preflight(ctx context.Context) error {
+	var logBin int
+	var format, image, meta string
+	err := r.db.QueryRowContext(ctx,
+		"SELECT @@GLOBAL.log_bin, @@GLOBAL.binlog_format, @@GLOBAL.binlog_row_image, COALESCE(@@GLOBAL.binlog_row_metadata, '')").
+		Scan(&logBin, &format, &image, &meta)
+	if err != nil {
+		return fmt.Errorf("region %s: read binlog settings: %w", r.cfg.Region, err)
+	}
+	var problems []string
+	if logBin != 1 {
+		problems = append(problems, "the binlog is off: start the server with log_bin (log-bin=... in my.cnf)")
+	}
+	if !strings.EqualFold(format, "ROW") {
+		problems = append(problems, fmt.Sprintf("binlog_format is %s: SET GLOBAL binlog_format=ROW (and binlog_format=ROW in my.cnf)", format))
+	}
+	if !strings.EqualFold(image, "FULL") {
+		problems = append(problems, fmt.Sprintf("binlog_row_image is %s: SET GLOBAL binlog_row_image=FULL (and in my.cnf)", image))
+	}
+	if !strings.EqualFold(meta, "FULL") {
+		problems = append(problems, fmt.Sprintf("binlog_row_metadata is %s: SET GLOBAL binlog_row_metadata=FULL (and in my.cnf)", meta))
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("%w: region %s: %s", ErrUnsupported, r.cfg.Region, strings.Join(problems, "; "))
+	}
+	return nil
+}
 
 // tableDef caches the decoded definition of a table map, and how to turn
 // raw values into source values.
@@ -461,8 +499,9 @@ func (def *tableDef) convert(raw []any) (source.Row, error) {
 				raw[i] = s
 				continue
 			}
-			// go-mysql may hand out slices of its read buffer.
-			raw[i] = append([]byte(nil), x...)
+			// go-mysql may hand out slices of its read buffer. An empty
+			// value stays non-nil: nil would be written as NULL.
+			raw[i] = append(make([]byte, 0, len(x)), x...)
 		case string:
 			if dec := def.text[i]; dec != nil {
 				s, err := decodeText(dec, []byte(x))

@@ -1,0 +1,159 @@
+// Package e2e tests the regiond binary end to end, as an operator runs it:
+// real MariaDB servers, a config file, `regiond run`, SIGKILL.
+package e2e
+
+import (
+	"bytes"
+	"database/sql"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/regiond/regiond/internal/testenv"
+)
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// regiondBinary builds cmd/regiond once per test process.
+func regiondBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		root, err := testenv.RepoRoot()
+		if err != nil {
+			buildErr = err
+			return
+		}
+		dir, err := os.MkdirTemp("", "regiond-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "regiond")
+		cmd := exec.Command("go", "build", "-o", binPath, "./cmd/regiond")
+		cmd.Dir = root
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+// region is one test region: a private MariaDB server.
+type region struct {
+	name string
+	srv  *testenv.Server
+	db   *sql.DB
+}
+
+// writeConfig writes a config for the regions and tables; extra is appended
+// verbatim (more regions, options).
+func writeConfig(t *testing.T, regions []*region, tables []string, extra string) string {
+	t.Helper()
+	var b strings.Builder
+	b.WriteString("regions:\n")
+	for _, r := range regions {
+		fmt.Fprintf(&b, "  - name: %s\n    engine: mysql\n    dsn: %s\n", r.name, r.srv.URL("app"))
+	}
+	b.WriteString(extra)
+	b.WriteString("tables:\n")
+	for _, tb := range tables {
+		fmt.Fprintf(&b, "  %s: {}\n", tb)
+	}
+	path := filepath.Join(t.TempDir(), "regiond.yaml")
+	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// daemon is a `regiond run` process that the test starts, kills and restarts.
+type daemon struct {
+	t    *testing.T
+	bin  string
+	args []string
+	log  *os.File
+	cmd  *exec.Cmd
+	done chan error
+}
+
+func newDaemon(t *testing.T, args ...string) *daemon {
+	t.Helper()
+	log, err := os.Create(filepath.Join(t.TempDir(), "regiond.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &daemon{t: t, bin: regiondBinary(t), args: args, log: log}
+	t.Cleanup(func() {
+		d.kill()
+		if t.Failed() {
+			d.dumpLog()
+		}
+		log.Close()
+	})
+	return d
+}
+
+func (d *daemon) start() {
+	d.t.Helper()
+	fmt.Fprintf(d.log, "=== start %s\n", time.Now().Format(time.RFC3339Nano))
+	d.cmd = exec.Command(d.bin, d.args...)
+	d.cmd.Stdout = d.log
+	d.cmd.Stderr = d.log
+	if err := d.cmd.Start(); err != nil {
+		d.t.Fatal(err)
+	}
+	d.done = make(chan error, 1)
+	go func(c *exec.Cmd, done chan error) { done <- c.Wait() }(d.cmd, d.done)
+}
+
+// kill sends SIGKILL and waits for the process to be gone.
+func (d *daemon) kill() {
+	if d.cmd == nil {
+		return
+	}
+	_ = d.cmd.Process.Signal(syscall.SIGKILL)
+	<-d.done
+	fmt.Fprintf(d.log, "=== killed %s\n", time.Now().Format(time.RFC3339Nano))
+	d.cmd = nil
+}
+
+// term sends SIGTERM and returns how long the process took to exit and its
+// exit code.
+func (d *daemon) term(timeout time.Duration) (time.Duration, int) {
+	d.t.Helper()
+	start := time.Now()
+	_ = d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-d.done:
+	case <-time.After(timeout):
+		d.kill()
+		d.t.Fatalf("regiond did not exit within %v of SIGTERM", timeout)
+	}
+	code := d.cmd.ProcessState.ExitCode()
+	d.cmd = nil
+	return time.Since(start), code
+}
+
+func (d *daemon) dumpLog() {
+	b, err := os.ReadFile(d.log.Name())
+	if err != nil {
+		return
+	}
+	if len(b) > 20000 {
+		b = append([]byte("...\n"), b[len(b)-20000:]...)
+	}
+	d.t.Logf("regiond log:\n%s", bytes.TrimSpace(b))
+}
