@@ -98,7 +98,7 @@ func newDaemon(t *testing.T, args ...string) *daemon {
 	d := &daemon{t: t, bin: regiondBinary(t), args: args, log: log}
 	t.Cleanup(func() {
 		d.kill()
-		if t.Failed() {
+		if t.Failed() || os.Getenv("REGIOND_TEST_LOG") != "" {
 			d.dumpLog()
 		}
 		log.Close()

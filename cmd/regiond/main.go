@@ -65,7 +65,8 @@ func main() {
 	defer stop()
 	root := newRoot()
 	err := root.ExecuteContext(ctx)
-	if err != nil {
+	var silent silentError
+	if err != nil && !errors.As(err, &silent) {
 		if errors.Is(err, config.ErrInvalid) {
 			fmt.Fprintln(os.Stderr, "regiond:", err)
 		} else {
