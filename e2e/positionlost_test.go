@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -31,38 +32,8 @@ func TestPositionLost(t *testing.T) {
 	d.kill()
 
 	// While regiond is down, east writes and then purges its binlog.
-	dbtest.Exec(t, east.db, "INSERT INTO accounts VALUES (2, 'east', 2, NULL)", "FLUSH BINARY LOGS")
-	var file string
-	var pos int64
-	var skip1, skip2 any
-	if err := east.db.QueryRow("SHOW MASTER STATUS").Scan(&file, &pos, &skip1, &skip2); err != nil {
-		t.Fatal(err)
-	}
-	// A binlog file still open by a dump thread of the killed process is
-	// not purged: retry until the server has dropped that connection.
-	for deadline := time.Now().Add(30 * time.Second); ; {
-		dbtest.Exec(t, east.db, "PURGE BINARY LOGS TO '"+file+"'")
-		var n int
-		if err := east.db.QueryRow("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE COMMAND LIKE 'Binlog Dump%'").Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		rows, err := east.db.Query("SHOW BINARY LOGS")
-		if err != nil {
-			t.Fatal(err)
-		}
-		files := 0
-		for rows.Next() {
-			files++
-		}
-		rows.Close()
-		if files == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("east still has %d binlog files after PURGE (%d dump threads)", files, n)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	dbtest.Exec(t, east.db, "INSERT INTO accounts VALUES (2, 'east', 2, NULL)")
+	purgeAll(t, east)
 
 	d.start()
 	dbtest.Exec(t, west.db, "INSERT INTO accounts VALUES (3, 'west', 3, NULL)")
@@ -108,4 +79,75 @@ func TestPositionLost(t *testing.T) {
 		t.Fatalf("regiond exited with %d, want 0 (a stopped pipeline does not fail the process)", code)
 	}
 	_ = took
+}
+
+// TestIdleDirectionSurvivesPurge: only east takes writes, so west's binlog
+// holds nothing but regiond's own transactions, which west->east skips and
+// never stores in east. With state_dir, the skipped position survives a
+// SIGKILL, so purging west's old binlogs is no "position lost". (Without
+// state_dir this test fails: west->east stops, needing a backfill.)
+func TestIdleDirectionSurvivesPurge(t *testing.T) {
+	east := &region{name: "east", srv: testenv.MariaDB(t, 1)}
+	west := &region{name: "west", srv: testenv.MariaDB(t, 2)}
+	for _, r := range []*region{east, west} {
+		r.db = dbtest.Open(t, r.srv)
+		dbtest.Exec(t, r.db, accountsTable)
+	}
+	cfg := writeConfig(t, []*region{east, west}, []string{"accounts"}, "state_dir: "+t.TempDir()+"\n")
+	d := newDaemon(t, "run", "--config", cfg)
+	d.start()
+	dbtest.WaitCheckpoint(t, west.db, "east->west")
+	dbtest.WaitCheckpoint(t, east.db, "west->east")
+	for i := range 50 {
+		dbtest.Exec(t, east.db, fmt.Sprintf("INSERT INTO accounts VALUES (%d, 'east', 1, NULL)", i))
+	}
+	dbtest.WaitEqual(t, 30*time.Second, "accounts", []string{"east", "west"}, east.db, west.db)
+	time.Sleep(2 * time.Second) // the state file is written every second
+	d.kill()
+	purgeAll(t, west)
+
+	d.start()
+	time.Sleep(4 * time.Second)
+	dbtest.Exec(t, west.db, "INSERT INTO accounts VALUES (1000, 'west', 1, NULL)")
+	dbtest.Exec(t, east.db, "INSERT INTO accounts VALUES (1001, 'east', 1, NULL)")
+	dbtest.WaitEqual(t, 30*time.Second, "accounts", []string{"east", "west"}, east.db, west.db)
+	log, err := os.ReadFile(d.log.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(log), "pipeline stopped") {
+		t.Fatal("a pipeline stopped after the purge of binlogs that held only skipped transactions")
+	}
+}
+
+// purgeAll rotates r's binlog and purges every older file, retrying while a
+// dump thread of a killed process still holds one open.
+func purgeAll(t *testing.T, r *region) {
+	t.Helper()
+	dbtest.Exec(t, r.db, "FLUSH BINARY LOGS")
+	var file string
+	var pos int64
+	var skip1, skip2 any
+	if err := r.db.QueryRow("SHOW MASTER STATUS").Scan(&file, &pos, &skip1, &skip2); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		dbtest.Exec(t, r.db, "PURGE BINARY LOGS TO '"+file+"'")
+		rows, err := r.db.Query("SHOW BINARY LOGS")
+		if err != nil {
+			t.Fatal(err)
+		}
+		files := 0
+		for rows.Next() {
+			files++
+		}
+		rows.Close()
+		if files == 1 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s still has %d binlog files after PURGE", r.name, files)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }

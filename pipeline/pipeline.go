@@ -29,9 +29,10 @@ type Sink interface {
 	// Apply applies transactions from in, in order, until in is closed or ctx
 	// ends. Each source transaction is applied atomically together with the
 	// pipeline's new position, so replaying any suffix of the stream is
-	// harmless. After each durable commit it calls durable with the position
-	// covered (which may also cover skipped transactions).
-	Apply(ctx context.Context, in <-chan source.Txn, durable func(checkpoint.Position)) error
+	// harmless. Each time the position advances it calls durable: with
+	// stored set after a commit that wrote pos into the target, unset when
+	// pos only passed skipped transactions (nothing was written).
+	Apply(ctx context.Context, in <-chan source.Txn, durable func(pos checkpoint.Position, stored bool)) error
 }
 
 // ErrPermanent marks a failure that retrying cannot fix (lost position,
@@ -90,6 +91,11 @@ type Pipeline struct {
 	Buffer int
 	// MinBackoff and MaxBackoff bound the retry delay (1 s and 30 s).
 	MinBackoff, MaxBackoff time.Duration
+	// State, when set, keeps how far the source advanced through skipped
+	// transactions beyond the target's checkpoint, so that a restart resumes
+	// there: a mostly idle direction then never falls behind the source's
+	// log retention.
+	State *checkpoint.FileStore
 
 	mu     sync.Mutex
 	status Status
@@ -189,6 +195,44 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	}
 }
 
+// stateSaveEvery is how often a new skipped position is written to
+// state_dir.
+const stateSaveEvery = time.Second
+
+// skipTracker follows the target's stored position (base) and how far
+// skipped transactions took the source beyond it.
+type skipTracker struct {
+	mu      sync.Mutex
+	base    string
+	unsaved checkpoint.Position
+}
+
+func (s *skipTracker) advance(pos checkpoint.Position, stored bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if stored {
+		s.base, s.unsaved = pos.String(), nil
+	} else {
+		s.unsaved = pos
+	}
+}
+
+func (s *skipTracker) save(p *Pipeline, log *slog.Logger) {
+	s.mu.Lock()
+	rec := checkpoint.Skipped{Base: s.base}
+	if s.unsaved != nil {
+		rec.Position = s.unsaved.String()
+	}
+	s.unsaved = nil
+	s.mu.Unlock()
+	if rec.Position == "" {
+		return
+	}
+	if err := p.State.Save(p.Name, rec); err != nil {
+		log.Warn("save skipped position to state_dir", "error", err)
+	}
+}
+
 // healthyAfter is how long a run must stream without error to count as
 // recovered.
 const healthyAfter = 3 * time.Second
@@ -217,7 +261,22 @@ func (p *Pipeline) runOnce(ctx context.Context, healthy chan<- struct{}) error {
 	if err != nil {
 		return Permanent(fmt.Errorf("checkpoint %q stored in the target: %w", stored, err))
 	}
+	if p.State != nil {
+		rec, ok, err := p.State.Load(p.Name)
+		if err != nil {
+			log.Warn("ignoring unreadable state file", "error", err)
+		} else if ok && rec.Base == stored && rec.Position != stored {
+			if pos, err := p.Source.ParsePosition(rec.Position); err == nil {
+				log.Debug("resuming after skipped transactions", "checkpoint", stored, "position", rec.Position)
+				from = pos
+			}
+		}
+	}
 	p.setPosition(from)
+	sk := &skipTracker{base: stored}
+	if p.State != nil {
+		defer sk.save(p, log)
+	}
 
 	buf := p.Buffer
 	if buf <= 0 {
@@ -230,13 +289,28 @@ func (p *Pipeline) runOnce(ctx context.Context, healthy chan<- struct{}) error {
 		return p.Source.Read(gctx, from, ch)
 	})
 	g.Go(func() error {
-		return p.Sink.Apply(gctx, ch, func(pos checkpoint.Position) {
+		return p.Sink.Apply(gctx, ch, func(pos checkpoint.Position, stored bool) {
 			p.setPosition(pos)
+			sk.advance(pos, stored)
 			if err := p.Source.Ack(gctx, pos); err != nil {
 				log.Warn("acknowledge position to source", "error", err)
 			}
 		})
 	})
+	if p.State != nil {
+		g.Go(func() error {
+			t := time.NewTicker(stateSaveEvery)
+			defer t.Stop()
+			for {
+				select {
+				case <-gctx.Done():
+					return nil
+				case <-t.C:
+					sk.save(p, log)
+				}
+			}
+		})
+	}
 	g.Go(func() error {
 		select {
 		case <-gctx.Done():

@@ -6,6 +6,7 @@ import (
 	"hash/fnv"
 	"log/slog"
 
+	"github.com/regiond/regiond/checkpoint"
 	"github.com/regiond/regiond/config"
 	"github.com/regiond/regiond/internal/mysqlconn"
 	"github.com/regiond/regiond/pipeline"
@@ -47,6 +48,13 @@ func buildPipelines(cfg *config.Config, region string, logger *slog.Logger) (*pi
 		tables[name] = true
 	}
 	set := &pipelineSet{}
+	var state *checkpoint.FileStore
+	if cfg.StateDir != "" {
+		var err error
+		if state, err = checkpoint.NewFileStore(cfg.StateDir); err != nil {
+			return nil, usageError{fmt.Errorf("%w: state_dir %s: %v", config.ErrInvalid, cfg.StateDir, err)}
+		}
+	}
 	for ti, dst := range cfg.Regions {
 		if region != "" && dst.Name != region {
 			continue
@@ -91,6 +99,7 @@ func buildPipelines(cfg *config.Config, region string, logger *slog.Logger) (*pi
 				Source: reader,
 				Sink:   applier,
 				Logger: logger,
+				State:  state,
 			})
 		}
 	}

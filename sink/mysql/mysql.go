@@ -146,7 +146,7 @@ func (b *batch) reset() {
 }
 
 // Apply implements pipeline.Sink.
-func (a *Applier) Apply(ctx context.Context, in <-chan source.Txn, durable func(checkpoint.Position)) error {
+func (a *Applier) Apply(ctx context.Context, in <-chan source.Txn, durable func(checkpoint.Position, bool)) error {
 	conn, err := a.db.Conn(ctx)
 	if err != nil {
 		return fmt.Errorf("region %s: connect: %w", a.cfg.Target, err)
@@ -223,7 +223,7 @@ type writer struct {
 	a       *Applier
 	conn    *sql.Conn
 	tx      *sql.Tx
-	durable func(checkpoint.Position)
+	durable func(checkpoint.Position, bool)
 	// streamed is set once changes were written into the open transaction
 	// and dropped from memory: that transaction can no longer be retried in
 	// place, only by replaying from the stored checkpoint.
@@ -303,14 +303,14 @@ func (w *writer) commit(ctx context.Context, b *batch) error {
 		// Only skipped transactions: nothing to write (writing the position
 		// would be a new marked transaction for the other side to skip, and
 		// so on forever); the position advances in memory.
-		w.durable(end)
+		w.durable(end, false)
 		b.reset()
 		return nil
 	}
 	for attempt := 1; ; attempt++ {
 		err := w.write(ctx, b.changes, end)
 		if err == nil {
-			w.durable(end)
+			w.durable(end, true)
 			b.reset()
 			return nil
 		}
@@ -435,7 +435,7 @@ func (w *writer) isolate(ctx context.Context, b *batch, batchErr error) error {
 			}
 		}
 		if err == nil {
-			w.durable(b.ends[i])
+			w.durable(b.ends[i], true)
 			from = to
 			continue
 		}

@@ -1,0 +1,88 @@
+package checkpoint
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"os"
+	"path/filepath"
+)
+
+// Skipped records how far a pipeline's source advanced through transactions
+// it skipped (regiond's own, or tables not configured) beyond the position
+// stored in the target. Writing that advance into the target would itself be
+// a new transaction for the other direction to skip, and so on forever; so it
+// is kept locally, and is valid only while the target still stores Base.
+type Skipped struct {
+	// Base is the position stored in the target when Position was reached.
+	Base string `json:"base"`
+	// Position is where reading may resume: every transaction between Base
+	// and Position was skipped.
+	Position string `json:"position"`
+}
+
+// FileStore keeps Skipped records in a directory (the config's state_dir),
+// one small JSON file per pipeline, replaced atomically.
+type FileStore struct{ dir string }
+
+// NewFileStore returns a store in dir, creating it (mode 0700) if needed.
+func NewFileStore(dir string) (*FileStore, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("state_dir: %w", err)
+	}
+	return &FileStore{dir: dir}, nil
+}
+
+func (s *FileStore) path(pipeline string) string {
+	return filepath.Join(s.dir, "skipped-"+url.PathEscape(pipeline)+".json")
+}
+
+// Load returns the pipeline's record; ok is false when there is none.
+func (s *FileStore) Load(pipeline string) (rec Skipped, ok bool, err error) {
+	b, err := os.ReadFile(s.path(pipeline))
+	if errors.Is(err, fs.ErrNotExist) {
+		return Skipped{}, false, nil
+	}
+	if err != nil {
+		return Skipped{}, false, err
+	}
+	if err := json.Unmarshal(b, &rec); err != nil {
+		return Skipped{}, false, fmt.Errorf("%s: %w", s.path(pipeline), err)
+	}
+	return rec, true, nil
+}
+
+// Save replaces the pipeline's record durably (write, fsync, rename).
+func (s *FileStore) Save(pipeline string, rec Skipped) error {
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	final := s.path(pipeline)
+	tmp, err := os.CreateTemp(s.dir, ".tmp-skipped-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), final); err != nil {
+		return err
+	}
+	if d, err := os.Open(s.dir); err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+	return nil
+}
