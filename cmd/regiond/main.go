@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/regiond/regiond/config"
+	"github.com/regiond/regiond/internal/mysqlconn"
 )
 
 // Exit codes, part of the CLI's interface.
@@ -63,15 +64,12 @@ func newRoot() *cobra.Command {
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	mysqlconn.QuietDriverLogs()
 	root := newRoot()
 	err := root.ExecuteContext(ctx)
 	var silent silentError
 	if err != nil && !errors.As(err, &silent) {
-		if errors.Is(err, config.ErrInvalid) {
-			fmt.Fprintln(os.Stderr, "regiond:", err)
-		} else {
-			fmt.Fprintln(os.Stderr, "regiond:", err)
-		}
+		fmt.Fprintln(os.Stderr, "regiond:", err)
 		var ue usageError
 		if errors.As(err, &ue) && !errors.Is(err, config.ErrInvalid) {
 			fmt.Fprintln(os.Stderr, "Run 'regiond --help' for usage.")

@@ -7,6 +7,8 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io"
+	"log"
 	"net"
 	"strconv"
 	"strings"
@@ -66,6 +68,13 @@ func Open(p Params) (*sql.DB, error) {
 	db.SetConnMaxIdleTime(5 * time.Minute)
 	db.SetMaxIdleConns(4)
 	return db, nil
+}
+
+// QuietDriverLogs stops go-sql-driver from printing its own log lines
+// ("closing bad idle connection") on stderr, outside regiond's structured
+// logs; the errors that matter reach regiond as return values.
+func QuietDriverLogs() {
+	_ = mysql.SetLogger(log.New(io.Discard, "", 0))
 }
 
 // Flavor returns "mariadb" or "mysql" for the server behind db.
