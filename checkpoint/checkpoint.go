@@ -99,3 +99,20 @@ func (g GTID) Contains(o GTID) bool {
 	}
 	return g.set.Contain(o.set)
 }
+
+// LSN is a PostgreSQL WAL position: the end LSN of a committed transaction.
+type LSN uint64
+
+var _ Position = LSN(0)
+
+// ParseLSN parses the server's text form, e.g. "16/B374D848".
+func ParseLSN(s string) (LSN, error) {
+	var hi, lo uint32
+	if _, err := fmt.Sscanf(s, "%X/%X", &hi, &lo); err != nil {
+		return 0, fmt.Errorf("parse lsn %q: %v", s, err)
+	}
+	return LSN(uint64(hi)<<32 | uint64(lo)), nil
+}
+
+// String is the server's text form, "HI/LO" in hex.
+func (l LSN) String() string { return fmt.Sprintf("%X/%X", uint32(l>>32), uint32(l)) }

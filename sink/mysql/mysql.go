@@ -392,12 +392,14 @@ func (w *writer) exec(ctx context.Context, changes []source.Change) error {
 				if seg.del {
 					q.WriteString(ts.keyPH)
 					for _, k := range seg.t.PK {
-						args = append(args, row[k])
+						args = append(args, arg(row[k]))
 					}
 					size += 32
 				} else {
 					q.WriteString(ts.rowPH)
-					args = append(args, row...)
+					for _, v := range row {
+						args = append(args, arg(v))
+					}
 					size += rowSize(row)
 				}
 				n++
@@ -470,6 +472,39 @@ func (w *writer) findRow(ctx context.Context, changes []source.Change, end check
 		}
 	}
 	return fmt.Errorf("region %s rejected the source transaction ending at %s: %w", w.a.cfg.Target, end, txnErr)
+}
+
+// arg turns a canonical value into a driver argument: the named string types
+// pass as text (the server parses dates, decimals, JSON), booleans as 0/1,
+// bit strings as integers.
+func arg(v any) any {
+	switch x := v.(type) {
+	case nil, int64, uint64, string, []byte, float64, float32:
+		return v
+	case bool:
+		if x {
+			return int64(1)
+		}
+		return int64(0)
+	case source.Bits:
+		if u, err := x.Uint(); err == nil {
+			return u
+		}
+		return string(x) // the server rejects it, naming the column
+	case source.Decimal:
+		return string(x)
+	case source.Date:
+		return string(x)
+	case source.DateTime:
+		return string(x)
+	case source.Timestamp:
+		return string(x)
+	case source.Time:
+		return string(x)
+	case source.JSON:
+		return string(x)
+	}
+	return v
 }
 
 func (a *Applier) wrap(err error) error {

@@ -256,7 +256,54 @@ type tableDef struct {
 	// text marks character columns (strings in the canonical form, not
 	// bytes); a non-nil decoder converts them from their charset to UTF-8.
 	text map[int]*encoding.Decoder
-	keep bool // a configured table of the configured database
+	// kinds says which canonical type each column's values become.
+	kinds []kind
+	bits  []int // BIT column widths
+	keep  bool  // a configured table of the configured database
+}
+
+// kind is how a column's raw go-mysql value becomes a canonical value.
+type kind uint8
+
+const (
+	kindAsIs kind = iota
+	kindInt
+	kindUint
+	kindDecimal
+	kindDate
+	kindDateTime
+	kindTimestamp
+	kindTime
+	kindJSON
+	kindBit
+)
+
+func columnKind(tp byte, unsigned bool) kind {
+	switch tp {
+	case gomysql.MYSQL_TYPE_TINY, gomysql.MYSQL_TYPE_SHORT, gomysql.MYSQL_TYPE_INT24,
+		gomysql.MYSQL_TYPE_LONG, gomysql.MYSQL_TYPE_LONGLONG:
+		if unsigned {
+			return kindUint
+		}
+		return kindInt
+	case gomysql.MYSQL_TYPE_YEAR:
+		return kindInt
+	case gomysql.MYSQL_TYPE_NEWDECIMAL, gomysql.MYSQL_TYPE_DECIMAL:
+		return kindDecimal
+	case gomysql.MYSQL_TYPE_DATE, gomysql.MYSQL_TYPE_NEWDATE:
+		return kindDate
+	case gomysql.MYSQL_TYPE_DATETIME, gomysql.MYSQL_TYPE_DATETIME2:
+		return kindDateTime
+	case gomysql.MYSQL_TYPE_TIMESTAMP, gomysql.MYSQL_TYPE_TIMESTAMP2:
+		return kindTimestamp
+	case gomysql.MYSQL_TYPE_TIME, gomysql.MYSQL_TYPE_TIME2:
+		return kindTime
+	case gomysql.MYSQL_TYPE_JSON:
+		return kindJSON
+	case gomysql.MYSQL_TYPE_BIT:
+		return kindBit
+	}
+	return kindAsIs
 }
 
 // decoder turns binlog events into transactions. It holds the state of the
@@ -404,6 +451,15 @@ func (d *decoder) def(tm *replication.TableMapEvent) (*tableDef, error) {
 			t.PK = append(t.PK, int(k))
 		}
 		def.table = t
+		def.kinds = make([]kind, len(t.Columns))
+		def.bits = make([]int, len(t.Columns))
+		for i, c := range t.Columns {
+			def.kinds[i] = columnKind(c.Type, c.Unsigned)
+			if def.kinds[i] == kindBit {
+				m := tm.ColumnMeta[i]
+				def.bits[i] = int(m>>8)*8 + int(m&0xff)
+			}
+		}
 		def.enums = tm.EnumStrValueMap()
 		def.sets = tm.SetStrValueMap()
 		def.text = map[int]*encoding.Decoder{}
@@ -486,9 +542,55 @@ func (d *decoder) rows(et replication.EventType, e *replication.RowsEvent) (sour
 	return source.Txn{}, false, nil
 }
 
-// convert normalises one raw row in place (see source.Row).
+// convert turns one raw go-mysql row into canonical values, in place (see
+// source.Row).
 func (def *tableDef) convert(raw []any) (source.Row, error) {
 	for i, v := range raw {
+		if v == nil {
+			continue
+		}
+		if names, ok := def.enums[i]; ok {
+			raw[i] = enumName(names, toInt64(v))
+			continue
+		}
+		if names, ok := def.sets[i]; ok {
+			raw[i] = setNames(names, toInt64(v))
+			continue
+		}
+		switch def.kinds[i] {
+		case kindInt:
+			raw[i] = toInt64(v)
+			continue
+		case kindUint:
+			raw[i] = toUint64(v)
+			continue
+		case kindDecimal:
+			raw[i] = source.Decimal(fmt.Sprint(v))
+			continue
+		case kindDate:
+			raw[i] = source.Date(fmt.Sprint(v))
+			continue
+		case kindDateTime:
+			raw[i] = source.DateTime(fmt.Sprint(v))
+			continue
+		case kindTimestamp:
+			raw[i] = source.Timestamp(fmt.Sprint(v))
+			continue
+		case kindTime:
+			raw[i] = source.Time(fmt.Sprint(v))
+			continue
+		case kindJSON:
+			switch x := v.(type) {
+			case []byte:
+				raw[i] = source.JSON(x)
+			default:
+				raw[i] = source.JSON(fmt.Sprint(x))
+			}
+			continue
+		case kindBit:
+			raw[i] = source.BitsFromUint(toUint64(v), def.bits[i])
+			continue
+		}
 		switch x := v.(type) {
 		case []byte:
 			if dec, ok := def.text[i]; ok {
@@ -503,22 +605,67 @@ func (def *tableDef) convert(raw []any) (source.Row, error) {
 			// value stays non-nil: nil would be written as NULL.
 			raw[i] = append(make([]byte, 0, len(x)), x...)
 		case string:
-			if dec := def.text[i]; dec != nil {
+			if dec, ok := def.text[i]; ok && dec != nil {
 				s, err := decodeText(dec, []byte(x))
 				if err != nil {
 					return nil, fmt.Errorf("table %s column %s: %w", def.table.Name, def.table.Columns[i].Name, err)
 				}
 				raw[i] = s
-			}
-		case int64:
-			if names, ok := def.enums[i]; ok {
-				raw[i] = enumName(names, x)
-			} else if names, ok := def.sets[i]; ok {
-				raw[i] = setNames(names, x)
+			} else if _, ok := def.text[i]; !ok {
+				// A binary string column (BINARY/VARBINARY) decoded as string.
+				raw[i] = []byte(x)
 			}
 		}
 	}
 	return source.Row(raw), nil
+}
+
+func toInt64(v any) int64 {
+	switch x := v.(type) {
+	case int8:
+		return int64(x)
+	case int16:
+		return int64(x)
+	case int32:
+		return int64(x)
+	case int64:
+		return x
+	case int:
+		return int64(x)
+	case uint8:
+		return int64(x)
+	case uint16:
+		return int64(x)
+	case uint32:
+		return int64(x)
+	case uint64:
+		return int64(x)
+	}
+	return 0
+}
+
+func toUint64(v any) uint64 {
+	switch x := v.(type) {
+	case uint8:
+		return uint64(x)
+	case uint16:
+		return uint64(x)
+	case uint32:
+		return uint64(x)
+	case uint64:
+		return x
+	case int8:
+		return uint64(uint8(x))
+	case int16:
+		return uint64(uint16(x))
+	case int32:
+		return uint64(uint32(x))
+	case int64:
+		return uint64(x)
+	case int:
+		return uint64(x)
+	}
+	return 0
 }
 
 func decodeText(dec *encoding.Decoder, b []byte) (string, error) {
