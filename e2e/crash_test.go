@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/regiond/regiond/internal/dbtest"
-	"github.com/regiond/regiond/internal/testenv"
 )
 
 // itemsTable has a column of every common type; the workload writes random
@@ -44,19 +43,14 @@ const txlogTrigger = "CREATE TRIGGER txlog_count BEFORE INSERT ON txlog FOR EACH
 // afterwards both regions hold the same rows, no transaction was applied
 // twice, and neither binlog moves any more.
 func TestCrashConsistency(t *testing.T) {
-	east := &region{name: "east", srv: testenv.MariaDB(t, 1)}
-	west := &region{name: "west", srv: testenv.MariaDB(t, 2)}
-	for _, r := range []*region{east, west} {
-		r.db = dbtest.Open(t, r.srv)
-		dbtest.Exec(t, r.db, itemsTable, txlogTable)
-	}
+	rs := mariaRegions(t, []string{"east", "west"}, itemsTable, txlogTable)
+	east, west := rs[0], rs[1]
 	dbtest.Exec(t, west.db, txlogCounter, "INSERT INTO txlog_attempts VALUES (0)", txlogTrigger)
 
 	cfg := writeConfig(t, []*region{east, west}, []string{"items", "txlog"}, "")
 	d := newDaemon(t, "run", "--config", cfg)
 	d.start()
-	dbtest.WaitCheckpoint(t, west.db, "east->west")
-	dbtest.WaitCheckpoint(t, east.db, "west->east")
+	waitMesh(t, east, west)
 
 	const (
 		workers     = 2

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/regiond/regiond/internal/dbtest"
 	"github.com/regiond/regiond/internal/testenv"
 )
 
@@ -156,4 +157,30 @@ func (d *daemon) dumpLog() {
 		b = append([]byte("...\n"), b[len(b)-20000:]...)
 	}
 	d.t.Logf("regiond log:\n%s", bytes.TrimSpace(b))
+}
+
+// mariaRegions starts a MariaDB region per name (server ids 1, 2, ...) and
+// runs ddl in each.
+func mariaRegions(t *testing.T, names []string, ddl ...string) []*region {
+	t.Helper()
+	rs := make([]*region, len(names))
+	for i, n := range names {
+		rs[i] = &region{name: n, srv: testenv.MariaDB(t, i+1)}
+		rs[i].db = dbtest.Open(t, rs[i].srv)
+		dbtest.Exec(t, rs[i].db, ddl...)
+	}
+	return rs
+}
+
+// waitMesh waits until every pipeline between the regions stored its start
+// position: from then on every write replicates.
+func waitMesh(t *testing.T, rs ...*region) {
+	t.Helper()
+	for _, dst := range rs {
+		for _, src := range rs {
+			if src != dst {
+				dbtest.WaitCheckpoint(t, dst.db, src.name+"->"+dst.name)
+			}
+		}
+	}
 }

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/regiond/regiond/internal/dbtest"
-	"github.com/regiond/regiond/internal/testenv"
 )
 
 const accountsTable = "CREATE TABLE accounts (id BIGINT NOT NULL PRIMARY KEY, owner VARCHAR(40) NOT NULL, balance DECIMAL(20,2) NOT NULL, note TEXT)"
@@ -20,14 +19,8 @@ const accountsTable = "CREATE TABLE accounts (id BIGINT NOT NULL PRIMARY KEY, ow
 // returns, its pipelines catch up from their checkpoints. A fourth region
 // that is configured but never reachable stops nothing.
 func TestLostRegion(t *testing.T) {
-	a := &region{name: "a", srv: testenv.MariaDB(t, 1)}
-	b := &region{name: "b", srv: testenv.MariaDB(t, 2)}
-	c := &region{name: "c", srv: testenv.MariaDB(t, 3)}
-	all := []*region{a, b, c}
-	for _, r := range all {
-		r.db = dbtest.Open(t, r.srv)
-		dbtest.Exec(t, r.db, accountsTable)
-	}
+	all := mariaRegions(t, []string{"a", "b", "c"}, accountsTable)
+	a, b, c := all[0], all[1], all[2]
 	// Region d: a port where nothing listens.
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -40,13 +33,7 @@ func TestLostRegion(t *testing.T) {
 
 	d := newDaemon(t, "run", "--config", cfg)
 	d.start()
-	for _, dst := range all {
-		for _, src := range all {
-			if src != dst {
-				dbtest.WaitCheckpoint(t, dst.db, src.name+"->"+dst.name)
-			}
-		}
-	}
+	waitMesh(t, all...)
 	names := []string{"a", "b", "c"}
 	dbs := []*sql.DB{a.db, b.db, c.db}
 

@@ -6,25 +6,19 @@ import (
 	"time"
 
 	"github.com/regiond/regiond/internal/dbtest"
-	"github.com/regiond/regiond/internal/testenv"
 )
 
 // TestProcessPerRegion runs one `regiond run --region X` process per region,
 // as in production: both write, both converge, nothing echoes.
 func TestProcessPerRegion(t *testing.T) {
-	east := &region{name: "east", srv: testenv.MariaDB(t, 1)}
-	west := &region{name: "west", srv: testenv.MariaDB(t, 2)}
-	for _, r := range []*region{east, west} {
-		r.db = dbtest.Open(t, r.srv)
-		dbtest.Exec(t, r.db, accountsTable)
-	}
+	rs := mariaRegions(t, []string{"east", "west"}, accountsTable)
+	east, west := rs[0], rs[1]
 	cfg := writeConfig(t, []*region{east, west}, []string{"accounts"}, "")
 	de := newDaemon(t, "run", "--config", cfg, "--region", "east")
 	dw := newDaemon(t, "run", "--config", cfg, "--region", "west")
 	de.start()
 	dw.start()
-	dbtest.WaitCheckpoint(t, west.db, "east->west")
-	dbtest.WaitCheckpoint(t, east.db, "west->east")
+	waitMesh(t, east, west)
 	for i := range 300 {
 		r, other := east, west
 		if i%2 == 1 {

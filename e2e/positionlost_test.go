@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/regiond/regiond/internal/dbtest"
-	"github.com/regiond/regiond/internal/testenv"
 )
 
 // TestPositionLost: the source purged the binlog that holds a pipeline's
@@ -16,17 +15,12 @@ import (
 // says a backfill is needed, and stays stopped (no restart loop); the
 // pipeline in the other direction goes on.
 func TestPositionLost(t *testing.T) {
-	east := &region{name: "east", srv: testenv.MariaDB(t, 1)}
-	west := &region{name: "west", srv: testenv.MariaDB(t, 2)}
-	for _, r := range []*region{east, west} {
-		r.db = dbtest.Open(t, r.srv)
-		dbtest.Exec(t, r.db, accountsTable)
-	}
+	rs := mariaRegions(t, []string{"east", "west"}, accountsTable)
+	east, west := rs[0], rs[1]
 	cfg := writeConfig(t, []*region{east, west}, []string{"accounts"}, "")
 	d := newDaemon(t, "run", "--config", cfg)
 	d.start()
-	dbtest.WaitCheckpoint(t, west.db, "east->west")
-	dbtest.WaitCheckpoint(t, east.db, "west->east")
+	waitMesh(t, east, west)
 	dbtest.Exec(t, east.db, "INSERT INTO accounts VALUES (1, 'east', 1, NULL)")
 	dbtest.WaitEqual(t, 30*time.Second, "accounts", []string{"east", "west"}, east.db, west.db)
 	d.kill()
@@ -87,17 +81,12 @@ func TestPositionLost(t *testing.T) {
 // SIGKILL, so purging west's old binlogs is no "position lost". (Without
 // state_dir this test fails: west->east stops, needing a backfill.)
 func TestIdleDirectionSurvivesPurge(t *testing.T) {
-	east := &region{name: "east", srv: testenv.MariaDB(t, 1)}
-	west := &region{name: "west", srv: testenv.MariaDB(t, 2)}
-	for _, r := range []*region{east, west} {
-		r.db = dbtest.Open(t, r.srv)
-		dbtest.Exec(t, r.db, accountsTable)
-	}
+	rs := mariaRegions(t, []string{"east", "west"}, accountsTable)
+	east, west := rs[0], rs[1]
 	cfg := writeConfig(t, []*region{east, west}, []string{"accounts"}, "state_dir: "+t.TempDir()+"\n")
 	d := newDaemon(t, "run", "--config", cfg)
 	d.start()
-	dbtest.WaitCheckpoint(t, west.db, "east->west")
-	dbtest.WaitCheckpoint(t, east.db, "west->east")
+	waitMesh(t, east, west)
 	for i := range 50 {
 		dbtest.Exec(t, east.db, fmt.Sprintf("INSERT INTO accounts VALUES (%d, 'east', 1, NULL)", i))
 	}
