@@ -177,8 +177,9 @@ func Run(ctx context.Context, cfg *config.Config) Report {
 				results[i] = inspectMySQL(rctx, r, cfg.Tables, tables)
 				results[i].mysqlPos = pos
 			case config.EnginePostgres:
-				results[i] = &regionResult{name: r.Name}
-				results[i].add("", Warning, "postgres regions are checked by a later version of regiond check; this one checked nothing in it", "check by hand that wal_level = logical and that every table has a primary key")
+				rctx, cancel := context.WithTimeout(ctx, regionTimeout)
+				defer cancel()
+				results[i] = inspectPostgres(rctx, r, cfg)
 			default:
 				results[i] = &regionResult{name: r.Name}
 				results[i].add("", Error, fmt.Sprintf("engine %q is not supported", r.Engine), "use engine mysql or postgres")
@@ -213,6 +214,7 @@ type regionResult struct {
 	mysqlPos int // 1-based position among the config's mysql regions
 	findings []Finding
 	facts    *mysqlFacts
+	pg       *pgFacts // a postgres region's facts
 }
 
 func (r *regionResult) add(table string, sev Severity, problem, fix string) {
@@ -262,6 +264,7 @@ func compareRegions(tables []string, nMySQL int, results []*regionResult) []Find
 	}
 	var out []Finding
 	out = append(out, compareTables(tables, inspected)...)
+	out = append(out, compareAcrossEngines(tables, results)...)
 	out = append(out, compareServerIDs(inspected)...)
 	out = append(out, compareAutoIncrement(inspected, nMySQL)...)
 	return out
