@@ -1,0 +1,248 @@
+package postgres
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	pgxconn "github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/regiond/regiond/checkpoint"
+	"github.com/regiond/regiond/source"
+)
+
+// wireMsg is one message of the replication stream, or the error that
+// ended it.
+type wireMsg struct {
+	data []byte // CopyData payload, owned
+	err  error
+}
+
+// stream is one START_REPLICATION session. Its run loop is the only
+// goroutine that decodes and writes; a receiver goroutine only reads from
+// the connection and hands messages over, so that the loop can keep sending
+// standby status updates while it waits for the sink.
+type stream struct {
+	r        *Reader
+	conn     *pgxconn.PgConn
+	out      chan<- source.Txn
+	interval time.Duration
+	dec      *decoder
+	tick     *time.Ticker
+
+	received    pglogrepl.LSN  // how far the server has sent (write position)
+	idle        pglogrepl.LSN  // flush position earned while nothing was pending
+	lastSentEnd checkpoint.LSN // End of the last transaction sent to out
+	lastStatus  time.Time
+	reported    pglogrepl.LSN // flush position of the last status update
+}
+
+func newStream(r *Reader, conn *pgxconn.PgConn, out chan<- source.Txn, from checkpoint.LSN, interval time.Duration) *stream {
+	// Everything up to from is durable in the sinks: it is the checkpoint.
+	r.Ack(context.Background(), from)
+	s := &stream{r: r, conn: conn, out: out, interval: interval}
+	s.dec = &decoder{
+		region: r.cfg.Region,
+		schema: r.cfg.Schema,
+		tables: r.cfg.Tables,
+		chunk:  r.cfg.ChunkChanges,
+		from:   from,
+		logger: r.logger,
+		rels:   map[uint32]*relation{},
+		lookup: r.lookupRelation,
+		emit:   s.send,
+	}
+	return s
+}
+
+func (s *stream) run(ctx context.Context) error {
+	tickEvery := min(s.interval, ackReportEvery)
+	s.tick = time.NewTicker(tickEvery)
+	defer s.tick.Stop()
+
+	msgs := make(chan wireMsg, 64)
+	rctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		receive(rctx, s.conn, msgs)
+	}()
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
+
+	if err := s.status(true); err != nil {
+		return err
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case m := <-msgs:
+			if m.err != nil {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				return s.r.classify(fmt.Errorf("region %s: replication stream of slot %s: %w", s.r.cfg.Region, s.r.cfg.Slot, m.err))
+			}
+			if err := s.handle(ctx, m.data); err != nil {
+				return err
+			}
+		case <-s.tick.C:
+			if err := s.status(false); err != nil {
+				return err
+			}
+		case <-s.r.ackNotify:
+			if err := s.status(false); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// receive reads the replication stream into msgs until it fails or ctx
+// ends. It never writes to the connection: the run loop does, and
+// concurrent reads and writes of one connection are safe.
+func receive(ctx context.Context, conn *pgxconn.PgConn, msgs chan<- wireMsg) {
+	deliver := func(m wireMsg) bool {
+		select {
+		case msgs <- m:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	for {
+		msg, err := conn.ReceiveMessage(ctx)
+		if err != nil {
+			deliver(wireMsg{err: err})
+			return
+		}
+		switch m := msg.(type) {
+		case *pgproto3.CopyData:
+			if !deliver(wireMsg{data: bytes.Clone(m.Data)}) {
+				return
+			}
+		case *pgproto3.ErrorResponse:
+			deliver(wireMsg{err: pgxconn.ErrorResponseToPgError(m)})
+			return
+		case *pgproto3.CopyDone:
+			deliver(wireMsg{err: errors.New("the server ended the replication stream")})
+			return
+		}
+	}
+}
+
+// handle processes one CopyData message of the stream.
+func (s *stream) handle(ctx context.Context, data []byte) error {
+	if len(data) == 0 {
+		return nil
+	}
+	switch data[0] {
+	case pglogrepl.PrimaryKeepaliveMessageByteID:
+		ka, err := pglogrepl.ParsePrimaryKeepaliveMessage(data[1:])
+		if err != nil {
+			return fmt.Errorf("region %s: keepalive: %w", s.r.cfg.Region, err)
+		}
+		s.received = max(s.received, ka.ServerWALEnd)
+		if s.caughtUp() {
+			// Every message before this keepalive has been processed, no
+			// transaction is open and every one sent was acknowledged:
+			// nothing before the server's send position is waiting for a
+			// sink, so the slot may move there (WAL of other tables).
+			s.idle = max(s.idle, ka.ServerWALEnd)
+		}
+		if ka.ReplyRequested {
+			return s.status(true)
+		}
+	case pglogrepl.XLogDataByteID:
+		xld, err := pglogrepl.ParseXLogData(data[1:])
+		if err != nil {
+			return fmt.Errorf("region %s: xlog data: %w", s.r.cfg.Region, err)
+		}
+		s.received = max(s.received, xld.WALStart+pglogrepl.LSN(len(xld.WALData)))
+		if len(xld.WALData) == 0 {
+			return nil
+		}
+		msg, err := pglogrepl.ParseV2(xld.WALData, false)
+		if err != nil {
+			return fmt.Errorf("region %s: decode pgoutput message %q: %w", s.r.cfg.Region, xld.WALData[0], err)
+		}
+		return s.dec.handle(ctx, msg)
+	}
+	return nil
+}
+
+// caughtUp reports whether nothing read so far waits for a sink.
+func (s *stream) caughtUp() bool {
+	return !s.dec.open() && uint64(s.lastSentEnd) <= s.r.acked.Load()
+}
+
+// flushPos is the flush position to report: only ever what the sinks made
+// durable (or WAL that held nothing for them).
+func (s *stream) flushPos() pglogrepl.LSN {
+	return max(pglogrepl.LSN(s.r.acked.Load()), s.idle)
+}
+
+// status sends a standby status update when one is due: always if force,
+// when the interval has passed, or when the flush position advanced and the
+// last update is more than ackReportEvery old.
+func (s *stream) status(force bool) error {
+	now := time.Now()
+	since := now.Sub(s.lastStatus)
+	flush := s.flushPos()
+	due := since >= s.interval
+	advanced := flush > s.reported && since >= min(s.interval, ackReportEvery)
+	if !force && !due && !advanced {
+		return nil
+	}
+	ssu := pglogrepl.StandbyStatusUpdate{
+		WALWritePosition: max(s.received, flush),
+		WALFlushPosition: flush,
+		WALApplyPosition: flush,
+		ClientTime:       now,
+		// While caught up, ask for a keepalive: its send position lets
+		// an idle slot advance over WAL that holds nothing for us.
+		ReplyRequested: due && !force && s.caughtUp(),
+	}
+	if flush == 0 {
+		// pglogrepl would report the write position as flushed.
+		ssu.WALWritePosition = 0
+	}
+	if err := pglogrepl.SendStandbyStatusUpdate(context.Background(), s.conn, ssu); err != nil {
+		return fmt.Errorf("region %s: send standby status update: %w", s.r.cfg.Region, err)
+	}
+	s.lastStatus, s.reported = now, flush
+	return nil
+}
+
+// send hands txn to the sink. While the sink is slow it keeps the
+// connection alive with standby status updates and reports acknowledgements.
+func (s *stream) send(ctx context.Context, txn source.Txn) error {
+	for {
+		select {
+		case s.out <- txn:
+			if end, ok := txn.End.(checkpoint.LSN); ok {
+				s.lastSentEnd = end
+			}
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-s.tick.C:
+			if err := s.status(false); err != nil {
+				return err
+			}
+		case <-s.r.ackNotify:
+			if err := s.status(false); err != nil {
+				return err
+			}
+		}
+	}
+}
