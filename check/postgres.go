@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	pgsource "github.com/regiond/regiond/source/postgres"
 	"net"
 	"net/url"
 	"sort"
@@ -34,10 +35,8 @@ const (
 )
 
 // pgSlotName is the replication slot of the pipeline from source to
-// target, as source/postgres names it.
-func pgSlotName(source, target string) string {
-	return slotPrefix + strings.ReplaceAll(source, "-", "_") + "_" + strings.ReplaceAll(target, "-", "_")
-}
+// target.
+func pgSlotName(source, target string) string { return pgsource.SlotName(source, target) }
 
 // pgFacts are what a postgres region is compared with the others on.
 type pgFacts struct {

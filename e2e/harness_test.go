@@ -52,11 +52,19 @@ func regiondBinary(t *testing.T) string {
 	return binPath
 }
 
-// region is one test region: a private MariaDB server.
+// region is one test region: a private MariaDB or PostgreSQL server.
 type region struct {
 	name string
 	srv  *testenv.Server
 	db   *sql.DB
+}
+
+// engine is "mysql" or "postgres".
+func (r *region) engine() string { return r.srv.Engine }
+
+// canon is the region for dbtest's cross-engine comparison.
+func (r *region) canon() dbtest.Region {
+	return dbtest.Region{Name: r.name, Engine: r.engine(), DB: r.db}
 }
 
 // writeConfig writes a config for the regions and tables; extra is appended
@@ -66,7 +74,7 @@ func writeConfig(t *testing.T, regions []*region, tables []string, extra string)
 	var b strings.Builder
 	b.WriteString("regions:\n")
 	for _, r := range regions {
-		fmt.Fprintf(&b, "  - name: %s\n    engine: mysql\n    dsn: %s\n", r.name, r.srv.URL("app"))
+		fmt.Fprintf(&b, "  - name: %s\n    engine: %s\n    dsn: %s\n", r.name, r.engine(), r.srv.URL("app"))
 	}
 	b.WriteString(extra)
 	b.WriteString("tables:\n")

@@ -11,7 +11,10 @@ import (
 	"github.com/regiond/regiond/internal/mysqlconn"
 	"github.com/regiond/regiond/pipeline"
 	mysqlsink "github.com/regiond/regiond/sink/mysql"
+	pgsink "github.com/regiond/regiond/sink/postgres"
+	"github.com/regiond/regiond/source"
 	mysqlsource "github.com/regiond/regiond/source/mysql"
+	pgsource "github.com/regiond/regiond/source/postgres"
 )
 
 // pipelineSet is the pipelines of one process and what they hold open.
@@ -38,11 +41,6 @@ func buildPipelines(cfg *config.Config, region string, logger *slog.Logger) (*pi
 	if err := checkRegionFlag(cfg, region); err != nil {
 		return nil, err
 	}
-	for i, r := range cfg.Regions {
-		if r.Engine != config.EngineMySQL {
-			return nil, usageError{fmt.Errorf("%w: regions[%d].engine: %s regions are not supported by this version of regiond yet; use mysql", config.ErrInvalid, i, r.Engine)}
-		}
-	}
 	tables := make(map[string]bool, len(cfg.Tables))
 	for name := range cfg.Tables {
 		tables[name] = true
@@ -64,46 +62,89 @@ func buildPipelines(cfg *config.Config, region string, logger *slog.Logger) (*pi
 				continue
 			}
 			name := pipelineName(src.Name, dst.Name)
-			srcConn, err := mysqlParams(src)
-			if err != nil {
-				return nil, err
-			}
-			dstConn, err := mysqlParams(dst)
-			if err != nil {
-				return nil, err
-			}
-			reader, err := mysqlsource.New(mysqlsource.Config{
-				Region:   src.Name,
-				Conn:     srcConn,
-				Flavor:   src.Flavor,
-				ServerID: replicaServerID(src, name, ti),
-				Tables:   tables,
-			}, logger.With("pipeline", name))
+			plog := logger.With("pipeline", name)
+			reader, err := newSource(src, dst, ti, tables, plog)
 			if err != nil {
 				return nil, fmt.Errorf("pipeline %s: %w", name, err)
 			}
 			set.closers = append(set.closers, reader.Close)
-			applier, err := mysqlsink.New(mysqlsink.Config{
-				Pipeline: name,
-				Source:   src.Name,
-				Target:   dst.Name,
-				Conn:     dstConn,
-				Tables:   cfg.TableNames(),
-			}, logger)
+			sink, closeSink, err := newSink(cfg, src, dst, logger)
 			if err != nil {
 				return nil, fmt.Errorf("pipeline %s: %w", name, err)
 			}
-			set.closers = append(set.closers, applier.Close)
+			set.closers = append(set.closers, closeSink)
 			set.pipelines = append(set.pipelines, &pipeline.Pipeline{
 				Name:   name,
 				Source: reader,
-				Sink:   applier,
+				Sink:   sink,
 				Logger: logger,
 				State:  state,
 			})
 		}
 	}
 	return set, nil
+}
+
+// closingSource is a source that holds connections.
+type closingSource interface {
+	source.Source
+	Close() error
+}
+
+// newSource returns the reader of src's log for the pipeline into dst.
+func newSource(src, dst config.Region, targetIndex int, tables map[string]bool, logger *slog.Logger) (closingSource, error) {
+	name := pipelineName(src.Name, dst.Name)
+	switch src.Engine {
+	case config.EngineMySQL:
+		conn, err := mysqlParams(src)
+		if err != nil {
+			return nil, err
+		}
+		return mysqlsource.New(mysqlsource.Config{
+			Region:   src.Name,
+			Conn:     conn,
+			Flavor:   src.Flavor,
+			ServerID: replicaServerID(src, name, targetIndex),
+			Tables:   tables,
+		}, logger)
+	case config.EnginePostgres:
+		return pgsource.New(pgsource.Config{
+			Region: src.Name,
+			DSN:    src.DSN,
+			Schema: src.Schema,
+			Slot:   pgsource.SlotName(src.Name, dst.Name),
+			Tables: tables,
+		}, logger)
+	}
+	return nil, fmt.Errorf("region %s: unknown engine %q", src.Name, src.Engine)
+}
+
+// newSink returns the applier into dst for the pipeline from src.
+func newSink(cfg *config.Config, src, dst config.Region, logger *slog.Logger) (pipeline.Sink, func() error, error) {
+	name := pipelineName(src.Name, dst.Name)
+	switch dst.Engine {
+	case config.EngineMySQL:
+		conn, err := mysqlParams(dst)
+		if err != nil {
+			return nil, nil, err
+		}
+		a, err := mysqlsink.New(mysqlsink.Config{
+			Pipeline: name, Source: src.Name, Target: dst.Name, Conn: conn, Tables: cfg.TableNames(),
+		}, logger)
+		if err != nil {
+			return nil, nil, err
+		}
+		return a, a.Close, nil
+	case config.EnginePostgres:
+		a, err := pgsink.New(pgsink.Config{
+			Pipeline: name, Source: src.Name, Target: dst.Name, DSN: dst.DSN, Schema: dst.Schema, Tables: cfg.TableNames(),
+		}, logger)
+		if err != nil {
+			return nil, nil, err
+		}
+		return a, a.Close, nil
+	}
+	return nil, nil, fmt.Errorf("region %s: unknown engine %q", dst.Name, dst.Engine)
 }
 
 func mysqlParams(r config.Region) (mysqlconn.Params, error) {

@@ -162,7 +162,8 @@ func WaitCheckpoint(t testing.TB, db *sql.DB, pipeline string) {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		var n int
-		err := db.QueryRow("SELECT COUNT(*) FROM regiond_checkpoints WHERE pipeline = ?", pipeline).Scan(&n)
+		// No placeholder: the same text works on MySQL and Postgres.
+		err := db.QueryRow("SELECT COUNT(*) FROM regiond_checkpoints WHERE pipeline = '" + strings.ReplaceAll(pipeline, "'", "''") + "'").Scan(&n)
 		if err == nil && n == 1 {
 			return
 		}

@@ -12,11 +12,11 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
-	"time"
 
 	"github.com/regiond/regiond/checkpoint"
 	"github.com/regiond/regiond/internal/mysqlconn"
 	"github.com/regiond/regiond/pipeline"
+	"github.com/regiond/regiond/sink/batch"
 	"github.com/regiond/regiond/source"
 )
 
@@ -115,36 +115,6 @@ func (a *Applier) Init(ctx context.Context, pos string) (string, error) {
 	return a.stored(ctx)
 }
 
-// batch is what has been received but not yet committed.
-type batch struct {
-	changes []source.Change
-	// spans[i] is the index in changes after source transaction i, and
-	// ends[i] its end position; only whole transactions are listed.
-	spans []int
-	ends  []checkpoint.Position
-	open  bool // the last transaction received is incomplete (chunks)
-}
-
-func (b *batch) add(t source.Txn) {
-	b.changes = append(b.changes, t.Changes...)
-	b.open = t.More
-	if !t.More {
-		b.spans = append(b.spans, len(b.changes))
-		b.ends = append(b.ends, t.End)
-	}
-}
-
-func (b *batch) end() checkpoint.Position {
-	if len(b.ends) == 0 {
-		return nil
-	}
-	return b.ends[len(b.ends)-1]
-}
-
-func (b *batch) reset() {
-	b.changes, b.spans, b.ends, b.open = b.changes[:0], b.spans[:0], b.ends[:0], false
-}
-
 // Apply implements pipeline.Sink.
 func (a *Applier) Apply(ctx context.Context, in <-chan source.Txn, durable func(checkpoint.Position, bool)) error {
 	conn, err := a.db.Conn(ctx)
@@ -162,86 +132,37 @@ func (a *Applier) Apply(ctx context.Context, in <-chan source.Txn, durable func(
 			return fmt.Errorf("region %s: %s: %w", a.cfg.Target, q, err)
 		}
 	}
-	w := &writer{a: a, conn: conn, durable: durable}
-	defer w.rollback()
-	b := &batch{}
-	for {
-		var (
-			txn source.Txn
-			ok  bool
-		)
-		if len(b.spans) == 0 && !b.open && w.tx == nil {
-			select {
-			case txn, ok = <-in:
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-		} else {
-			select {
-			case txn, ok = <-in:
-			case <-ctx.Done():
-				return ctx.Err()
-			default:
-				// Nothing more is ready: write what we have rather than wait.
-				if !b.open {
-					if err := w.commit(ctx, b); err != nil {
-						return err
-					}
-					continue
-				}
-				select {
-				case txn, ok = <-in:
-				case <-ctx.Done():
-					return ctx.Err()
-				}
-			}
-		}
-		if !ok {
-			// The reader stopped; an incomplete transaction is abandoned.
-			return nil
-		}
-		b.add(txn)
-		if len(b.changes) < a.cfg.BatchChanges {
-			continue
-		}
-		if b.open {
-			// A large transaction: write what we hold inside the open target
-			// transaction, commit only at its end.
-			if err := w.flush(ctx, b); err != nil {
-				return err
-			}
-			continue
-		}
-		if err := w.commit(ctx, b); err != nil {
-			return err
-		}
-	}
+	w := &writer{a: a, conn: conn}
+	return batch.Run(ctx, batch.Config{
+		Region:       a.cfg.Target,
+		BatchChanges: a.cfg.BatchChanges,
+		LockRetries:  a.cfg.LockRetries,
+		Logger:       a.logger,
+	}, w, in, durable)
 }
 
-// writer owns the target transaction of one Apply call.
+// writer is the batch.Target of one Apply call: it owns the target
+// transaction.
 type writer struct {
 	a       *Applier
 	conn    *sql.Conn
 	tx      *sql.Tx
-	durable func(checkpoint.Position, bool)
-	// streamed is set once changes were written into the open transaction
-	// and dropped from memory: that transaction can no longer be retried in
-	// place, only by replaying from the stored checkpoint.
-	streamed bool
-	markPos  string // the position the marker write stored in the open tx
+	markPos string // the position the marker write stored in the open tx
 }
 
-func (w *writer) rollback() {
+var _ batch.Target = (*writer)(nil)
+
+// Rollback implements batch.Target.
+func (w *writer) Rollback() {
 	if w.tx != nil {
 		_ = w.tx.Rollback()
 		w.tx = nil
 	}
-	w.streamed = false
 }
 
-// begin opens the target transaction with the marker write: the pipeline's
+// Begin opens the target transaction with the marker write: the pipeline's
 // checkpoint row gets a new sequence number (and pos, when known).
-func (w *writer) begin(ctx context.Context, pos checkpoint.Position) error {
+func (w *writer) Begin(ctx context.Context, pos checkpoint.Position) error {
 	tx, err := w.conn.BeginTx(ctx, nil)
 	if err != nil {
 		return err
@@ -271,85 +192,8 @@ func (w *writer) begin(ctx context.Context, pos checkpoint.Position) error {
 	return nil
 }
 
-// flush writes the batch's changes into the open target transaction without
-// committing, for a source transaction too large to hold.
-func (w *writer) flush(ctx context.Context, b *batch) error {
-	if w.tx == nil {
-		if err := w.begin(ctx, nil); err != nil {
-			w.rollback()
-			return w.a.wrap(err)
-		}
-	}
-	if err := w.exec(ctx, b.changes); err != nil {
-		w.rollback()
-		return w.a.wrap(err)
-	}
-	w.streamed = true
-	// The written changes leave memory; the ends stay, for the commit. The
-	// spans are only needed to split a batch that can be retried in place.
-	b.changes = b.changes[:0]
-	b.spans = b.spans[:0]
-	return nil
-}
-
-// commit writes the batch (whole source transactions) and the pipeline's
-// new position in one target transaction.
-func (w *writer) commit(ctx context.Context, b *batch) error {
-	end := b.end()
-	if end == nil {
-		return nil
-	}
-	if len(b.changes) == 0 && w.tx == nil {
-		// Only skipped transactions: nothing to write (writing the position
-		// would be a new marked transaction for the other side to skip, and
-		// so on forever); the position advances in memory.
-		w.durable(end, false)
-		b.reset()
-		return nil
-	}
-	for attempt := 1; ; attempt++ {
-		err := w.write(ctx, b.changes, end)
-		if err == nil {
-			w.durable(end, true)
-			b.reset()
-			return nil
-		}
-		w.rollback()
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		if pipeline.IsPermanent(err) {
-			return err
-		}
-		if w.streamed || !isServerError(err) {
-			// Replay from the stored checkpoint.
-			return w.a.wrap(err)
-		}
-		if mysqlconn.IsLockError(err) && attempt <= w.a.cfg.LockRetries {
-			w.a.logger.Debug("retrying batch after lock conflict", "attempt", attempt, "error", err)
-			if err := sleep(ctx, time.Duration(attempt*attempt)*10*time.Millisecond); err != nil {
-				return err
-			}
-			continue
-		}
-		if !isRetryable(err) {
-			return w.isolate(ctx, b, err)
-		}
-		return w.a.wrap(err)
-	}
-}
-
-// write applies changes (the rest of the open transaction) and commits it
-// with pos as the pipeline's position.
-func (w *writer) write(ctx context.Context, changes []source.Change, pos checkpoint.Position) error {
-	if w.tx == nil {
-		if err := w.begin(ctx, pos); err != nil {
-			return err
-		}
-	}
-	if err := w.exec(ctx, changes); err != nil {
-		return err
-	}
+// Commit stores pos, unless the marker write did, and commits.
+func (w *writer) Commit(ctx context.Context, pos checkpoint.Position) error {
 	if w.markPos != pos.String() {
 		if _, err := w.tx.ExecContext(ctx, "UPDATE "+quote(CheckpointTable)+
 			" SET `position` = ? WHERE `pipeline` = ?", pos.String(), w.a.cfg.Pipeline); err != nil {
@@ -358,40 +202,39 @@ func (w *writer) write(ctx context.Context, changes []source.Change, pos checkpo
 	}
 	err := w.tx.Commit()
 	w.tx = nil
-	w.streamed = false
 	return err
 }
 
-// exec writes changes as multi-row statements, segment by segment.
-func (w *writer) exec(ctx context.Context, changes []source.Change) error {
+// Exec writes changes as multi-row statements, segment by segment.
+func (w *writer) Exec(ctx context.Context, changes []source.Change) error {
 	var (
 		q    strings.Builder
 		args []any
 	)
-	for _, seg := range segments(changes) {
-		ts := w.a.sqls[seg.t]
+	for _, seg := range batch.Segments(changes) {
+		ts := w.a.sqls[seg.Table]
 		if ts == nil {
-			ts = newTableSQL(seg.t)
-			w.a.sqls[seg.t] = ts
+			ts = newTableSQL(seg.Table)
+			w.a.sqls[seg.Table] = ts
 		}
-		for start := 0; start < len(seg.rows); {
+		for start := 0; start < len(seg.Rows); {
 			q.Reset()
 			args = args[:0]
 			size := 0
 			n := 0
-			if seg.del {
+			if seg.Delete {
 				q.WriteString(ts.deleteHead)
 			} else {
 				q.WriteString(ts.insertHead)
 			}
-			for i := start; i < len(seg.rows) && n < w.a.cfg.StatementRows && (n == 0 || size < w.a.cfg.StatementBytes); i++ {
-				row := seg.rows[i]
+			for i := start; i < len(seg.Rows) && n < w.a.cfg.StatementRows && (n == 0 || size < w.a.cfg.StatementBytes); i++ {
+				row := seg.Rows[i]
 				if n > 0 {
 					q.WriteByte(',')
 				}
-				if seg.del {
+				if seg.Delete {
 					q.WriteString(ts.keyPH)
-					for _, k := range seg.t.PK {
+					for _, k := range seg.Table.PK {
 						args = append(args, arg(row[k]))
 					}
 					size += 32
@@ -404,7 +247,7 @@ func (w *writer) exec(ctx context.Context, changes []source.Change) error {
 				}
 				n++
 			}
-			if seg.del {
+			if seg.Delete {
 				q.WriteByte(')')
 			} else {
 				q.WriteString(ts.upsertTail)
@@ -418,61 +261,23 @@ func (w *writer) exec(ctx context.Context, changes []source.Change) error {
 	return nil
 }
 
-// isolate runs after a batch was rejected by the server: it commits the
-// batch's source transactions one at a time, so every transaction before the
-// failing one is kept, and then finds the row the server rejects.
-func (w *writer) isolate(ctx context.Context, b *batch, batchErr error) error {
-	from := 0
-	for i, to := range b.spans {
-		changes := b.changes[from:to]
-		var err error
-		for attempt := 1; attempt <= w.a.cfg.LockRetries+1; attempt++ {
-			err = w.write(ctx, changes, b.ends[i])
-			if err == nil || !mysqlconn.IsLockError(err) {
-				break
-			}
-			w.rollback()
-			if err := sleep(ctx, time.Duration(attempt*attempt)*10*time.Millisecond); err != nil {
-				return err
-			}
-		}
-		if err == nil {
-			w.durable(b.ends[i], true)
-			from = to
-			continue
-		}
-		w.rollback()
-		if !isServerError(err) || isRetryable(err) {
-			return w.a.wrap(err)
-		}
-		return pipeline.Permanent(w.findRow(ctx, changes, b.ends[i], err))
+// Classify implements batch.Target: lock conflicts retry in place, errors
+// that say "not now" (or no server answer) replay from the checkpoint, and
+// any other server error rejects the data.
+func (w *writer) Classify(err error) batch.Class {
+	switch {
+	case !isServerError(err):
+		return batch.Transient
+	case mysqlconn.IsLockError(err):
+		return batch.Lock
+	case isRetryable(err):
+		return batch.Transient
 	}
-	// Every transaction went through alone: the batch failed for a reason
-	// that involves several of them; they are all applied now.
-	b.reset()
-	w.a.logger.Warn("batch was rejected but each of its transactions applied alone", "error", batchErr)
-	return nil
+	return batch.Rejected
 }
 
-// findRow applies the changes of one rejected transaction one by one (and
-// rolls back) to name the row the server rejects.
-func (w *writer) findRow(ctx context.Context, changes []source.Change, end checkpoint.Position, txnErr error) error {
-	defer w.rollback()
-	if err := w.begin(ctx, nil); err != nil {
-		return fmt.Errorf("region %s: transaction ending at %s: %w", w.a.cfg.Target, end, txnErr)
-	}
-	for _, c := range changes {
-		if err := w.exec(ctx, []source.Change{c}); err != nil {
-			row := c.After
-			if row == nil {
-				row = c.Before
-			}
-			return fmt.Errorf("region %s rejected %s of table %s row %s in the source transaction ending at %s: %w; fix the target table (or the value) and restart regiond",
-				w.a.cfg.Target, c.Op, c.Table.Name, c.Table.FormatKey(row), end, err)
-		}
-	}
-	return fmt.Errorf("region %s rejected the source transaction ending at %s: %w", w.a.cfg.Target, end, txnErr)
-}
+// Explain implements batch.Target. MySQL's own messages name the column.
+func (w *writer) Explain(context.Context, source.Change, error) string { return "" }
 
 // arg turns a canonical value into a driver argument: the named string types
 // pass as text (the server parses dates, decimals, JSON), booleans as 0/1,
@@ -507,13 +312,6 @@ func arg(v any) any {
 	return v
 }
 
-func (a *Applier) wrap(err error) error {
-	if err == nil || pipeline.IsPermanent(err) {
-		return err
-	}
-	return fmt.Errorf("region %s: apply: %w", a.cfg.Target, err)
-}
-
 func isServerError(err error) bool { return mysqlconn.IsServerError(err) }
 
 // isRetryable lists server errors that say "not now" rather than "never":
@@ -528,15 +326,4 @@ func isRetryable(err error) bool {
 		return true
 	}
 	return false
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }

@@ -25,6 +25,7 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -358,4 +359,21 @@ func (r *Reader) checkSlotForRead(ctx context.Context, conn querier, from checkp
 func (r *Reader) lost(why string) error {
 	return fmt.Errorf("%w: region %s: %s; regiond never re-creates a slot behind a checkpoint: run `regiond backfill` into the target, then start again",
 		checkpoint.ErrPositionLost, r.cfg.Region, why)
+}
+
+// SlotName is the replication slot of the pipeline from region src into
+// dst: "regiond_<src>_<dst>", lower case, with every character a slot name
+// cannot hold turned into '_'. (Region names are short: config allows 32
+// characters, so the name fits 63.)
+func SlotName(src, dst string) string {
+	clean := func(s string) string {
+		b := []byte(strings.ToLower(s))
+		for i, c := range b {
+			if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '_' {
+				b[i] = '_'
+			}
+		}
+		return string(b)
+	}
+	return "regiond_" + clean(src) + "_" + clean(dst)
 }

@@ -1,0 +1,378 @@
+// Package batch is the engine-neutral half of regiond's database sinks: it
+// collects source transactions into batches, writes a batch in one target
+// transaction together with the pipeline's new position, streams a source
+// transaction too large to hold through one open target transaction,
+// retries lock conflicts in place, and, when the server rejects a batch,
+// keeps every source transaction before the bad one and names the row.
+//
+// An engine supplies a Target (its statements and error codes); Run does
+// the rest, the same way for every engine.
+package batch
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/regiond/regiond/checkpoint"
+	"github.com/regiond/regiond/pipeline"
+	"github.com/regiond/regiond/source"
+)
+
+// Target is one engine's target transaction. Run calls its methods from one
+// goroutine, in the order Begin, Exec…, Commit or Rollback.
+type Target interface {
+	// Begin opens a target transaction whose first statement is regiond's
+	// marker write to the pipeline's checkpoint row; when pos is not nil,
+	// that write also stores pos as the pipeline's position. A missing
+	// checkpoint row is a permanent error.
+	Begin(ctx context.Context, pos checkpoint.Position) error
+	// Exec writes changes, in source order, into the open transaction.
+	Exec(ctx context.Context, changes []source.Change) error
+	// Commit stores pos as the pipeline's position (unless Begin already
+	// stored it) and commits the open transaction.
+	Commit(ctx context.Context, pos checkpoint.Position) error
+	// Rollback abandons the open transaction, if any. It is always safe to
+	// call.
+	Rollback()
+	// Classify says how Run handles an error of Begin, Exec or Commit.
+	Classify(err error) Class
+	// Explain is called, with no transaction open, after the server rejected
+	// change c with err: it returns what the error message should add to
+	// name the cause, such as the column whose value the target cannot
+	// hold and why, or "" (the server's error follows it in the message).
+	Explain(ctx context.Context, c source.Change, err error) string
+}
+
+// Class is the kind of an error a Target returned.
+type Class int
+
+// The error classes.
+const (
+	// Transient errors (connection lost, server shutting down or read-only)
+	// end Run; the pipeline retries from the stored checkpoint after a
+	// backoff.
+	Transient Class = iota
+	// Lock errors (deadlock, lock wait timeout) retry the batch in place
+	// while it is still in memory.
+	Lock
+	// Rejected errors mean the server refuses the data itself: Run commits
+	// the source transactions before the bad one and stops the pipeline
+	// with a permanent error naming the row.
+	Rejected
+)
+
+// Config tunes Run.
+type Config struct {
+	// Region is the target region's name, for error messages.
+	Region string
+	// BatchChanges is how many changes a batch collects before it is
+	// written. A batch is also written as soon as the source has nothing
+	// more ready, so a lone small transaction never waits.
+	BatchChanges int
+	// LockRetries is how many times a batch that hit a lock conflict is
+	// retried in place.
+	LockRetries int
+	Logger      *slog.Logger
+}
+
+// Run applies transactions from in to t until in is closed or ctx ends,
+// calling durable as pipeline.Sink.Apply documents. When in is closed, the
+// complete transactions received are committed and an incomplete one is
+// abandoned (rolled back).
+func Run(ctx context.Context, cfg Config, t Target, in <-chan source.Txn, durable func(checkpoint.Position, bool)) error {
+	w := &writer{cfg: cfg, t: t, durable: durable}
+	defer w.rollback()
+	b := &batch{}
+	for {
+		var (
+			txn source.Txn
+			ok  bool
+		)
+		if len(b.spans) == 0 && !b.open && !w.inTx {
+			select {
+			case txn, ok = <-in:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		} else {
+			select {
+			case txn, ok = <-in:
+			case <-ctx.Done():
+				return ctx.Err()
+			default:
+				// Nothing more is ready: write what we have rather than wait.
+				if !b.open {
+					if err := w.commit(ctx, b); err != nil {
+						return err
+					}
+					continue
+				}
+				select {
+				case txn, ok = <-in:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}
+		}
+		if !ok {
+			// The reader stopped: commit what is complete; an incomplete
+			// source transaction is abandoned.
+			if b.open {
+				return nil
+			}
+			return w.commit(ctx, b)
+		}
+		b.add(txn)
+		if len(b.changes) < cfg.BatchChanges {
+			continue
+		}
+		if b.open {
+			// A large transaction: write what we hold inside the open target
+			// transaction, commit only at its end.
+			if err := w.flush(ctx, b); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := w.commit(ctx, b); err != nil {
+			return err
+		}
+	}
+}
+
+// batch is what has been received but not yet committed.
+type batch struct {
+	changes []source.Change
+	// spans[i] is the index in changes after source transaction i, and
+	// ends[i] its end position; only whole transactions are listed.
+	spans []int
+	ends  []checkpoint.Position
+	open  bool // the last transaction received is incomplete (chunks)
+}
+
+func (b *batch) add(t source.Txn) {
+	b.changes = append(b.changes, t.Changes...)
+	b.open = t.More
+	if !t.More {
+		b.spans = append(b.spans, len(b.changes))
+		b.ends = append(b.ends, t.End)
+	}
+}
+
+func (b *batch) end() checkpoint.Position {
+	if len(b.ends) == 0 {
+		return nil
+	}
+	return b.ends[len(b.ends)-1]
+}
+
+func (b *batch) reset() {
+	// The changes are dropped, not kept for reuse: rows belong to the source.
+	clear(b.changes)
+	b.changes, b.spans, b.ends, b.open = b.changes[:0], b.spans[:0], b.ends[:0], false
+}
+
+// writer drives the Target through one Run.
+type writer struct {
+	cfg     Config
+	t       Target
+	durable func(checkpoint.Position, bool)
+	inTx    bool
+	// streamed is set once changes were written into the open transaction
+	// and dropped from memory: that transaction can no longer be retried in
+	// place, only by replaying from the stored checkpoint.
+	streamed bool
+}
+
+func (w *writer) rollback() {
+	w.t.Rollback()
+	w.inTx, w.streamed = false, false
+}
+
+func (w *writer) begin(ctx context.Context, pos checkpoint.Position) error {
+	if w.inTx {
+		return nil
+	}
+	if err := w.t.Begin(ctx, pos); err != nil {
+		return err
+	}
+	w.inTx = true
+	return nil
+}
+
+// flush writes the batch's changes into the open target transaction without
+// committing, for a source transaction too large to hold.
+func (w *writer) flush(ctx context.Context, b *batch) error {
+	if err := w.begin(ctx, nil); err != nil {
+		w.rollback()
+		return w.wrap(err)
+	}
+	if err := w.t.Exec(ctx, b.changes); err != nil {
+		w.rollback()
+		return w.wrap(err)
+	}
+	w.streamed = true
+	// The written changes leave memory; the ends stay, for the commit. The
+	// spans are only needed to split a batch that can be retried in place.
+	clear(b.changes)
+	b.changes = b.changes[:0]
+	b.spans = b.spans[:0]
+	return nil
+}
+
+// commit writes the batch (whole source transactions) and the pipeline's
+// new position in one target transaction.
+func (w *writer) commit(ctx context.Context, b *batch) error {
+	end := b.end()
+	if end == nil {
+		return nil
+	}
+	if len(b.changes) == 0 && !w.inTx {
+		// Only skipped transactions: nothing to write (writing the position
+		// would be a new marked transaction for the other side to skip, and
+		// so on forever); the position advances in memory.
+		w.durable(end, false)
+		b.reset()
+		return nil
+	}
+	for attempt := 1; ; attempt++ {
+		err := w.write(ctx, b.changes, end)
+		if err == nil {
+			w.durable(end, true)
+			b.reset()
+			return nil
+		}
+		streamed := w.streamed
+		w.rollback()
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if pipeline.IsPermanent(err) {
+			return err
+		}
+		if streamed {
+			// Replay from the stored checkpoint.
+			return w.wrap(err)
+		}
+		switch w.t.Classify(err) {
+		case Lock:
+			if attempt > w.cfg.LockRetries {
+				return w.wrap(err)
+			}
+			w.cfg.Logger.Debug("retrying batch after lock conflict", "attempt", attempt, "error", err)
+			if err := sleep(ctx, backoff(attempt)); err != nil {
+				return err
+			}
+		case Rejected:
+			return w.isolate(ctx, b, err)
+		default:
+			return w.wrap(err)
+		}
+	}
+}
+
+// write applies changes (the rest of the open transaction) and commits it
+// with pos as the pipeline's position.
+func (w *writer) write(ctx context.Context, changes []source.Change, pos checkpoint.Position) error {
+	if err := w.begin(ctx, pos); err != nil {
+		return err
+	}
+	if err := w.t.Exec(ctx, changes); err != nil {
+		return err
+	}
+	err := w.t.Commit(ctx, pos)
+	w.inTx, w.streamed = false, false
+	return err
+}
+
+// isolate runs after a batch was rejected by the server: it commits the
+// batch's source transactions one at a time, so every transaction before the
+// failing one is kept, and then finds the row the server rejects.
+func (w *writer) isolate(ctx context.Context, b *batch, batchErr error) error {
+	from := 0
+	for i, to := range b.spans {
+		changes := b.changes[from:to]
+		var err error
+		for attempt := 1; attempt <= w.cfg.LockRetries+1; attempt++ {
+			err = w.write(ctx, changes, b.ends[i])
+			if err == nil || pipeline.IsPermanent(err) || w.t.Classify(err) != Lock {
+				break
+			}
+			w.rollback()
+			if err := sleep(ctx, backoff(attempt)); err != nil {
+				return err
+			}
+		}
+		if err == nil {
+			w.durable(b.ends[i], true)
+			from = to
+			continue
+		}
+		w.rollback()
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if pipeline.IsPermanent(err) || w.t.Classify(err) != Rejected {
+			return w.wrap(err)
+		}
+		return pipeline.Permanent(w.findRow(ctx, changes, b.ends[i], err))
+	}
+	// Every transaction went through alone: the batch failed for a reason
+	// that involves several of them; they are all applied now.
+	b.reset()
+	w.cfg.Logger.Warn("batch was rejected but each of its transactions applied alone", "error", batchErr)
+	return nil
+}
+
+// findRow applies the changes of one rejected transaction one by one (and
+// rolls back) to name the row the server rejects.
+func (w *writer) findRow(ctx context.Context, changes []source.Change, end checkpoint.Position, txnErr error) error {
+	defer w.rollback()
+	if err := w.begin(ctx, nil); err != nil {
+		return fmt.Errorf("region %s: transaction ending at %s: %w", w.cfg.Region, end, txnErr)
+	}
+	for _, c := range changes {
+		err := w.t.Exec(ctx, []source.Change{c})
+		if err == nil {
+			continue
+		}
+		w.rollback()
+		row := c.After
+		if row == nil {
+			row = c.Before
+		}
+		what := fmt.Sprintf("region %s rejected %s of table %s row %s in the source transaction ending at %s",
+			w.cfg.Region, c.Op, c.Table.Name, c.Table.FormatKey(row), end)
+		if d := w.t.Explain(ctx, c, err); d != "" {
+			what += ": " + d
+		}
+		return fmt.Errorf("%s: %w; fix the target table (or the value) and restart regiond", what, err)
+	}
+	return fmt.Errorf("region %s rejected the source transaction ending at %s: %w", w.cfg.Region, end, txnErr)
+}
+
+func (w *writer) wrap(err error) error {
+	if err == nil || pipeline.IsPermanent(err) {
+		return err
+	}
+	return fmt.Errorf("region %s: apply: %w", w.cfg.Region, err)
+}
+
+// backoff is the pause before lock retry number attempt: 10 ms, 40 ms,
+// 90 ms, … (2 s at the 14th).
+func backoff(attempt int) time.Duration {
+	return time.Duration(attempt*attempt) * 10 * time.Millisecond
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
