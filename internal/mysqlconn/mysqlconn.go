@@ -48,6 +48,8 @@ func Open(p Params) (*sql.DB, error) {
 	cfg.ReadTimeout = 5 * time.Minute
 	cfg.WriteTimeout = 5 * time.Minute
 	cfg.MultiStatements = false
+	// RowsAffected counts matched rows, also when a write changed nothing.
+	cfg.ClientFoundRows = true
 	cfg.Params = map[string]string{"time_zone": "'+00:00'"}
 	if err := cfg.Apply(mysql.Charset("utf8mb4", "utf8mb4_bin")); err != nil {
 		return nil, err

@@ -217,7 +217,17 @@ func (w *writer) Exec(ctx context.Context, changes []source.Change) error {
 			ts = newTableSQL(seg.Table)
 			w.a.sqls[seg.Table] = ts
 		}
-		for start := 0; start < len(seg.Rows); {
+		rows := seg.Rows
+		if !seg.Delete {
+			var partial []source.Row
+			rows, partial = splitUnchanged(rows)
+			// Keys in a segment are distinct: the order between the two
+			// kinds of write does not matter.
+			if err := w.updatePartial(ctx, seg.Table, partial); err != nil {
+				return err
+			}
+		}
+		for start := 0; start < len(rows); {
 			q.Reset()
 			args = args[:0]
 			size := 0
@@ -227,8 +237,8 @@ func (w *writer) Exec(ctx context.Context, changes []source.Change) error {
 			} else {
 				q.WriteString(ts.insertHead)
 			}
-			for i := start; i < len(seg.Rows) && n < w.a.cfg.StatementRows && (n == 0 || size < w.a.cfg.StatementBytes); i++ {
-				row := seg.Rows[i]
+			for i := start; i < len(rows) && n < w.a.cfg.StatementRows && (n == 0 || size < w.a.cfg.StatementBytes); i++ {
+				row := rows[i]
 				if n > 0 {
 					q.WriteByte(',')
 				}
@@ -257,6 +267,64 @@ func (w *writer) Exec(ctx context.Context, changes []source.Change) error {
 			}
 			start += n
 		}
+	}
+	return nil
+}
+
+// splitUnchanged separates rows holding source.Unchanged (a Postgres source's
+// TOASTed value the update did not carry) from full rows.
+func splitUnchanged(rows []source.Row) (full, partial []source.Row) {
+	for _, r := range rows {
+		if batch.HasUnchanged(r) {
+			if partial == nil {
+				full = append(make([]source.Row, 0, len(rows)), full...)
+			}
+			partial = append(partial, r)
+			continue
+		}
+		full = append(full, r)
+	}
+	return full, partial
+}
+
+// updatePartial writes rows that hold source.Unchanged values with an UPDATE
+// of the other columns, leaving the unchanged ones as the target has them.
+// A row missing in the target cannot be completed: it is logged and skipped.
+func (w *writer) updatePartial(ctx context.Context, t *source.Table, rows []source.Row) error {
+	missing := 0
+	for _, row := range rows {
+		var set []string
+		var args []any
+		isPK := make(map[int]bool, len(t.PK))
+		for _, k := range t.PK {
+			isPK[k] = true
+		}
+		for i, c := range t.Columns {
+			if isPK[i] || row[i] == source.Unchanged {
+				continue
+			}
+			set = append(set, quote(c.Name)+" = ?")
+			args = append(args, arg(row[i]))
+		}
+		var where []string
+		for _, k := range t.PK {
+			where = append(where, quote(t.Columns[k].Name)+" = ?")
+			args = append(args, arg(row[k]))
+		}
+		if len(set) == 0 {
+			continue
+		}
+		res, err := w.tx.ExecContext(ctx, "UPDATE "+quote(t.Name)+" SET "+strings.Join(set, ", ")+" WHERE "+strings.Join(where, " AND "), args...)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			missing++
+		}
+	}
+	if missing > 0 {
+		w.a.logger.Warn("rows updated at the source without their unchanged large values are missing in the target; they were skipped (run `regiond backfill` for this table)",
+			"table", t.Name, "rows", missing)
 	}
 	return nil
 }
