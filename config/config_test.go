@@ -188,14 +188,13 @@ func TestDesignExampleNeedsImplementedRules(t *testing.T) {
 	}
 	for _, want := range []string{
 		"testdata/design.yaml:11: tables.accounts.conflict: home_region is not available in this version of regiond yet; use apply_remote",
-		"testdata/design.yaml:12: tables.profiles.conflict: last_writer_wins is not available in this version of regiond yet; use apply_remote",
 	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error lacks %q; got:\n%v", want, err)
 		}
 	}
-	if n := len(err.(*Error).Problems); n != 2 {
-		t.Errorf("got %d problems, want 2:\n%v", n, err)
+	if n := len(err.(*Error).Problems); n != 1 {
+		t.Errorf("got %d problems, want 1 (last_writer_wins is implemented):\n%v", n, err)
 	}
 
 	withImplemented(t, RuleLastWriterWins, RuleHomeRegion)
@@ -387,8 +386,6 @@ func TestParseInvalid(t *testing.T) {
 		{name: "table name reserved any case", yaml: regionsOK + "tables: {Regiond_Conflicts: {}}\n", want: []string{"starts with regiond_"}},
 		{name: "unknown rule", yaml: regionsOK + "tables:\n  profiles: {conflict: last_writer_win, version_column: updated_at}\n",
 			want: []string{`line 9: tables.profiles.conflict: "last_writer_win" is not a rule; valid rules: apply_remote, last_writer_wins, home_region`}},
-		{name: "last_writer_wins not available", yaml: regionsOK + "tables:\n  profiles: {conflict: last_writer_wins, version_column: updated_at}\n",
-			want: []string{"line 9: tables.profiles.conflict: last_writer_wins is not available in this version of regiond yet; use apply_remote"}},
 		{name: "home_region not available", yaml: regionsOK + "tables:\n  accounts: {conflict: home_region, home_column: home}\n",
 			want: []string{"line 9: tables.accounts.conflict: home_region is not available in this version of regiond yet; use apply_remote"}},
 		{name: "version_column with apply_remote", yaml: regionsOK + "tables:\n  profiles: {version_column: updated_at}\n",

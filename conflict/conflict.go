@@ -247,3 +247,37 @@ func normJSON(s string) string {
 	}
 	return string(b)
 }
+
+// Encode is the stored text form of a version: "i:<integer>" or
+// "t:YYYY-MM-DD HH:MM:SS.ffffff".
+func (v Version) Encode() string {
+	if v.isTime {
+		return "t:" + v.t
+	}
+	return "i:" + strconv.FormatInt(v.n, 10)
+}
+
+// DecodeVersion parses the text Encode produced.
+func DecodeVersion(s string) (Version, error) {
+	switch {
+	case strings.HasPrefix(s, "i:"):
+		n, err := strconv.ParseInt(s[2:], 10, 64)
+		if err != nil {
+			return Version{}, fmt.Errorf("stored version %q: %v", s, err)
+		}
+		return Version{n: n}, nil
+	case strings.HasPrefix(s, "t:"):
+		return timeVersion(s[2:])
+	}
+	return Version{}, fmt.Errorf("stored version %q: unknown form", s)
+}
+
+// KeyHash identifies a primary key value across engines (the hash of its
+// canonical JSON), for regiond's own tables keyed by a user table's key.
+func KeyHash(keyJSON string) Hash {
+	h := fnv.New128a()
+	h.Write([]byte(keyJSON))
+	var out Hash
+	copy(out[:], h.Sum(nil))
+	return out
+}

@@ -222,3 +222,16 @@ func FuzzVersionCompare(f *testing.F) {
 		}
 	})
 }
+
+func TestVersionEncode(t *testing.T) {
+	for _, v := range []any{int64(-5), int64(1 << 40), source.DateTime("2024-02-29 01:02:03.4")} {
+		x := ver(t, v)
+		y, err := DecodeVersion(x.Encode())
+		if err != nil || y.Compare(x) != 0 || y.Encode() != x.Encode() {
+			t.Errorf("%v: encode %q decode %v, %v", v, x.Encode(), y, err)
+		}
+	}
+	if _, err := DecodeVersion("x:1"); err == nil {
+		t.Error("bad prefix accepted")
+	}
+}

@@ -77,9 +77,11 @@ func writeConfig(t *testing.T, regions []*region, tables []string, extra string)
 		fmt.Fprintf(&b, "  - name: %s\n    engine: %s\n    dsn: %s\n", r.name, r.engine(), r.srv.URL("app"))
 	}
 	b.WriteString(extra)
-	b.WriteString("tables:\n")
-	for _, tb := range tables {
-		fmt.Fprintf(&b, "  %s: {}\n", tb)
+	if len(tables) > 0 {
+		b.WriteString("tables:\n")
+		for _, tb := range tables {
+			fmt.Fprintf(&b, "  %s: {}\n", tb)
+		}
 	}
 	path := filepath.Join(t.TempDir(), "regiond.yaml")
 	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {

@@ -101,6 +101,10 @@ type Change struct {
 	Op     Op
 	Before Row // nil for Insert
 	After  Row // nil for Delete
+	// TxnID identifies the source transaction in its region's log (MySQL:
+	// its GTID; Postgres: the LSN of its commit record), for conflict
+	// records and consumers.
+	TxnID string
 }
 
 // Txn is a committed source transaction, or a chunk of one.

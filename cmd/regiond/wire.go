@@ -10,6 +10,7 @@ import (
 	"github.com/regiond/regiond/config"
 	"github.com/regiond/regiond/internal/mysqlconn"
 	"github.com/regiond/regiond/pipeline"
+	"github.com/regiond/regiond/sink/batch"
 	mysqlsink "github.com/regiond/regiond/sink/mysql"
 	pgsink "github.com/regiond/regiond/sink/postgres"
 	"github.com/regiond/regiond/source"
@@ -32,7 +33,9 @@ func (s *pipelineSet) Close() error {
 	return errors.Join(errs...)
 }
 
-// pipelineName names the pipeline from src into dst.
+// pipelineName names the pipeline from src into dst; src == dst names a
+// region's local pipeline (its own log, applied to itself: tombstones for
+// its own last_writer_wins deletes).
 func pipelineName(src, dst string) string { return src + "->" + dst }
 
 // buildPipelines wires a pipeline from every other region into each target
@@ -53,12 +56,16 @@ func buildPipelines(cfg *config.Config, region string, logger *slog.Logger) (*pi
 			return nil, usageError{fmt.Errorf("%w: state_dir %s: %v", config.ErrInvalid, cfg.StateDir, err)}
 		}
 	}
+	needLocal := false
+	for _, t := range cfg.Tables {
+		needLocal = needLocal || t.Rule() == config.RuleLastWriterWins
+	}
 	for ti, dst := range cfg.Regions {
 		if region != "" && dst.Name != region {
 			continue
 		}
 		for _, src := range cfg.Regions {
-			if src.Name == dst.Name {
+			if src.Name == dst.Name && !needLocal {
 				continue
 			}
 			name := pipelineName(src.Name, dst.Name)
@@ -130,12 +137,19 @@ func newSink(cfg *config.Config, src, dst config.Region, logger *slog.Logger) (p
 		}
 		a, err := mysqlsink.New(mysqlsink.Config{
 			Pipeline: name, Source: src.Name, Target: dst.Name, Conn: conn, Tables: cfg.TableNames(),
+			Rules: rulesFor(cfg, name, src.Name, dst.Name),
 		}, logger)
 		if err != nil {
 			return nil, nil, err
 		}
 		return a, a.Close, nil
 	case config.EnginePostgres:
+		for name, t := range cfg.Tables {
+			if t.Rule() != config.RuleApplyRemote {
+				return nil, nil, usageError{fmt.Errorf("%w: tables.%s.conflict: %s into PostgreSQL regions (region %s) is not available in this version of regiond yet; use apply_remote",
+					config.ErrInvalid, name, t.Rule(), dst.Name)}
+			}
+		}
 		a, err := pgsink.New(pgsink.Config{
 			Pipeline: name, Source: src.Name, Target: dst.Name, DSN: dst.DSN, Schema: dst.Schema, Tables: cfg.TableNames(),
 		}, logger)
@@ -145,6 +159,15 @@ func newSink(cfg *config.Config, src, dst config.Region, logger *slog.Logger) (p
 		return a, a.Close, nil
 	}
 	return nil, nil, fmt.Errorf("region %s: unknown engine %q", dst.Name, dst.Engine)
+}
+
+// rulesFor gives a sink the tables' conflict rules.
+func rulesFor(cfg *config.Config, pipeline, origin, target string) *batch.Rules {
+	r := &batch.Rules{Tables: map[string]batch.Rule{}, Pipeline: pipeline, Origin: origin, Target: target, Local: origin == target}
+	for name, t := range cfg.Tables {
+		r.Tables[name] = batch.Rule{Name: t.Rule(), VersionColumn: t.VersionColumn, HomeColumn: t.HomeColumn}
+	}
+	return r
 }
 
 func mysqlParams(r config.Region) (mysqlconn.Params, error) {

@@ -24,6 +24,12 @@ type Rules struct {
 	// Pipeline, Origin and Target name the pipeline, the region its changes
 	// were made in, and the region they are applied to, for the records.
 	Pipeline, Origin, Target string
+	// Local is set for a region's local pipeline, which reads the region's
+	// own log and applies to the same region what only that region can do:
+	// tombstones for its own last_writer_wins deletes (so that an older
+	// write arriving later cannot bring the row back). Everything else in
+	// its log is already applied there.
+	Local bool
 }
 
 func (r *Rules) rule(t string) Rule {
@@ -52,7 +58,7 @@ type Conflict struct {
 	// discarded change's image (after image; before image for a delete).
 	Kept, Lost source.Row
 	Reason     string
-	Position   string // the source position of the discarded change's transaction
+	Position   string // the discarded change's source transaction (Change.TxnID)
 }
 
 // Tombstone is what regiond_tombstones holds for a deleted
@@ -107,7 +113,7 @@ type RuleTarget interface {
 // ResolveLWW decides a step of last_writer_wins changes (distinct keys, in
 // source order) against the current states, and returns the guarded write
 // and the conflicts. rules names the version column.
-func ResolveLWW(rules *Rules, t *source.Table, changes []source.Change, cur []Current, position string) (*Resolved, []Conflict, error) {
+func ResolveLWW(rules *Rules, t *source.Table, changes []source.Change, cur []Current) (*Resolved, []Conflict, error) {
 	rule := rules.rule(t.Name)
 	vcol := columnIndex(t, rule.VersionColumn)
 	if vcol < 0 {
@@ -143,10 +149,14 @@ func ResolveLWW(rules *Rules, t *source.Table, changes []source.Change, cur []Cu
 		case conflict.Same:
 			continue
 		case conflict.Discard:
+			if rules.Local {
+				// A newer write replaced the region's own delete already.
+				continue
+			}
 			conflicts = append(conflicts, Conflict{
 				Pipeline: rules.Pipeline, Table: t, Key: img, Rule: "last_writer_wins",
 				Winner: rules.Target, Loser: rules.Origin,
-				Kept: cur[i].Row, Lost: img, Position: position,
+				Kept: cur[i].Row, Lost: img, Position: c.TxnID,
 				Reason: fmt.Sprintf("incoming version %s lost to %s", in.Version, describe(now)),
 			})
 			continue
@@ -250,6 +260,20 @@ func Plan(rules *Rules, changes []source.Change) []Step {
 		cur.Changes = append(cur.Changes, c)
 	}
 	for _, c := range changes {
+		if rules != nil && rules.Local {
+			// The region's own writes: only its last_writer_wins deletes
+			// need work, a tombstone.
+			switch {
+			case !rules.LWW(c.Table.Name):
+			case c.Op == source.Delete:
+				add(c, c.Before)
+				cur = &steps[len(steps)-1]
+			case c.Op == source.Update && !SameKey(c.Table, c.Before, c.After):
+				add(source.Change{Table: c.Table, Op: source.Delete, Before: c.Before, TxnID: c.TxnID}, c.Before)
+				cur = &steps[len(steps)-1]
+			}
+			continue
+		}
 		if !rules.LWW(c.Table.Name) {
 			if cur != nil {
 				cur = nil
@@ -261,8 +285,8 @@ func Plan(rules *Rules, changes []source.Change) []Step {
 			flushPlain()
 		}
 		if c.Op == source.Update && !SameKey(c.Table, c.Before, c.After) {
-			add(source.Change{Table: c.Table, Op: source.Delete, Before: c.Before}, c.Before)
-			add(source.Change{Table: c.Table, Op: source.Insert, After: c.After}, c.After)
+			add(source.Change{Table: c.Table, Op: source.Delete, Before: c.Before, TxnID: c.TxnID}, c.Before)
+			add(source.Change{Table: c.Table, Op: source.Insert, After: c.After, TxnID: c.TxnID}, c.After)
 			continue
 		}
 		key := c.After
@@ -277,4 +301,34 @@ func Plan(rules *Rules, changes []source.Change) []Step {
 		flushPlain()
 	}
 	return steps
+}
+
+// ApplyLWW runs one last_writer_wins step through rt: lock, decide, write,
+// record.
+func ApplyLWW(ctx context.Context, rt RuleTarget, rules *Rules, st Step) ([]Conflict, error) {
+	keys := make([]source.Row, len(st.Changes))
+	for i, c := range st.Changes {
+		if c.Op == source.Delete {
+			keys[i] = c.Before
+		} else {
+			keys[i] = c.After
+		}
+	}
+	cur, err := rt.Lock(ctx, st.Table, keys)
+	if err != nil {
+		return nil, err
+	}
+	res, conflicts, err := ResolveLWW(rules, st.Table, st.Changes, cur)
+	if err != nil {
+		return nil, err
+	}
+	if err := rt.Write(ctx, st.Table, res); err != nil {
+		return nil, err
+	}
+	if len(conflicts) > 0 {
+		if err := rt.Record(ctx, conflicts); err != nil {
+			return nil, err
+		}
+	}
+	return conflicts, nil
 }

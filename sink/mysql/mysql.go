@@ -40,6 +40,8 @@ type Config struct {
 	// LockRetries is how many times a batch that hit a deadlock or lock wait
 	// timeout is retried in place (default 20).
 	LockRetries int
+	// Rules are the tables' conflict rules (nil: every table apply_remote).
+	Rules *batch.Rules
 }
 
 // Applier is the MySQL/MariaDB sink of one pipeline.
@@ -132,7 +134,7 @@ func (a *Applier) Apply(ctx context.Context, in <-chan source.Txn, durable func(
 			return fmt.Errorf("region %s: %s: %w", a.cfg.Target, q, err)
 		}
 	}
-	w := &writer{a: a, conn: conn}
+	w := &writer{a: a, conn: conn, cols: map[*source.Table][]targetColumn{}}
 	return batch.Run(ctx, batch.Config{
 		Region:       a.cfg.Target,
 		BatchChanges: a.cfg.BatchChanges,
@@ -148,6 +150,10 @@ type writer struct {
 	conn    *sql.Conn
 	tx      *sql.Tx
 	markPos string // the position the marker write stored in the open tx
+	// cols caches how each rule table's target columns are read back.
+	cols map[*source.Table][]targetColumn
+	// pending are the conflicts recorded in the open transaction.
+	pending []batch.Conflict
 }
 
 var _ batch.Target = (*writer)(nil)
@@ -158,6 +164,7 @@ func (w *writer) Rollback() {
 		_ = w.tx.Rollback()
 		w.tx = nil
 	}
+	w.pending = w.pending[:0]
 }
 
 // Begin opens the target transaction with the marker write: the pipeline's
@@ -202,71 +209,104 @@ func (w *writer) Commit(ctx context.Context, pos checkpoint.Position) error {
 	}
 	err := w.tx.Commit()
 	w.tx = nil
+	if err == nil {
+		w.announce()
+	}
+	w.pending = w.pending[:0]
 	return err
 }
 
-// Exec writes changes as multi-row statements, segment by segment.
+// Exec writes changes in source order: segments of tables without a
+// conflict rule as multi-row statements; steps of last_writer_wins tables
+// through a locking read, the rule's decisions and guarded writes.
 func (w *writer) Exec(ctx context.Context, changes []source.Change) error {
+	for _, st := range batch.Plan(w.a.cfg.Rules, changes) {
+		if st.Segment == nil {
+			if _, err := batch.ApplyLWW(ctx, w, w.a.cfg.Rules, st); err != nil {
+				return err
+			}
+			continue
+		}
+		seg := st.Segment
+		if seg.Delete {
+			if err := w.writeRows(ctx, seg.Table, seg.Rows, modeDelete); err != nil {
+				return err
+			}
+			continue
+		}
+		rows, partial := splitUnchanged(seg.Rows)
+		// Keys in a segment are distinct: the order between the two kinds of
+		// write does not matter.
+		if err := w.updatePartial(ctx, seg.Table, partial); err != nil {
+			return err
+		}
+		if err := w.writeRows(ctx, seg.Table, rows, modeUpsert); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// writeMode is the statement writeRows builds.
+type writeMode uint8
+
+const (
+	modeUpsert writeMode = iota // INSERT … ON DUPLICATE KEY UPDATE
+	modeInsert                  // plain INSERT: a duplicate key is an error
+	modeDelete                  // DELETE … WHERE pk IN (…): rows hold the keys
+)
+
+// writeRows writes rows of t as multi-row statements of at most
+// StatementRows rows and about StatementBytes bytes.
+func (w *writer) writeRows(ctx context.Context, t *source.Table, rows []source.Row, mode writeMode) error {
+	ts := w.a.sqls[t]
+	if ts == nil {
+		ts = newTableSQL(t)
+		w.a.sqls[t] = ts
+	}
 	var (
 		q    strings.Builder
 		args []any
 	)
-	for _, seg := range batch.Segments(changes) {
-		ts := w.a.sqls[seg.Table]
-		if ts == nil {
-			ts = newTableSQL(seg.Table)
-			w.a.sqls[seg.Table] = ts
+	for start := 0; start < len(rows); {
+		q.Reset()
+		args = args[:0]
+		size, n := 0, 0
+		if mode == modeDelete {
+			q.WriteString(ts.deleteHead)
+		} else {
+			q.WriteString(ts.insertHead)
 		}
-		rows := seg.Rows
-		if !seg.Delete {
-			var partial []source.Row
-			rows, partial = splitUnchanged(rows)
-			// Keys in a segment are distinct: the order between the two
-			// kinds of write does not matter.
-			if err := w.updatePartial(ctx, seg.Table, partial); err != nil {
-				return err
+		for i := start; i < len(rows) && n < w.a.cfg.StatementRows && (n == 0 || size < w.a.cfg.StatementBytes); i++ {
+			row := rows[i]
+			if n > 0 {
+				q.WriteByte(',')
 			}
-		}
-		for start := 0; start < len(rows); {
-			q.Reset()
-			args = args[:0]
-			size := 0
-			n := 0
-			if seg.Delete {
-				q.WriteString(ts.deleteHead)
-			} else {
-				q.WriteString(ts.insertHead)
-			}
-			for i := start; i < len(rows) && n < w.a.cfg.StatementRows && (n == 0 || size < w.a.cfg.StatementBytes); i++ {
-				row := rows[i]
-				if n > 0 {
-					q.WriteByte(',')
+			if mode == modeDelete {
+				q.WriteString(ts.keyPH)
+				for _, k := range t.PK {
+					args = append(args, arg(row[k]))
 				}
-				if seg.Delete {
-					q.WriteString(ts.keyPH)
-					for _, k := range seg.Table.PK {
-						args = append(args, arg(row[k]))
-					}
-					size += 32
-				} else {
-					q.WriteString(ts.rowPH)
-					for _, v := range row {
-						args = append(args, arg(v))
-					}
-					size += rowSize(row)
-				}
-				n++
-			}
-			if seg.Delete {
-				q.WriteByte(')')
+				size += 32
 			} else {
-				q.WriteString(ts.upsertTail)
+				q.WriteString(ts.rowPH)
+				for _, v := range row {
+					args = append(args, arg(v))
+				}
+				size += rowSize(row)
 			}
-			if _, err := w.tx.ExecContext(ctx, q.String(), args...); err != nil {
-				return err
-			}
-			start += n
+			n++
 		}
+		switch mode {
+		case modeDelete:
+			q.WriteByte(')')
+		case modeUpsert:
+			q.WriteString(ts.upsertTail)
+		}
+		if _, err := w.tx.ExecContext(ctx, q.String(), args...); err != nil {
+			return err
+		}
+		start += n
 	}
 	return nil
 }
@@ -334,6 +374,8 @@ func (w *writer) updatePartial(ctx context.Context, t *source.Table, rows []sour
 // any other server error rejects the data.
 func (w *writer) Classify(err error) batch.Class {
 	switch {
+	case errors.Is(err, errInsertRace):
+		return batch.Lock
 	case !isServerError(err):
 		return batch.Transient
 	case mysqlconn.IsLockError(err):

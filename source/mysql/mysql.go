@@ -324,6 +324,7 @@ type decoder struct {
 	mysqlSID   uuid.UUID
 	mysqlGNO   int64
 	commitTS   uint32
+	txnID      string // GTID of the transaction, for Change.TxnID
 	changes    []source.Change
 }
 
@@ -340,6 +341,7 @@ func (d *decoder) event(ev *replication.BinlogEvent) (source.Txn, bool, error) {
 	case *replication.MariadbGTIDEvent:
 		d.begin(ev.Header.Timestamp)
 		d.mariaGTID = e.GTID
+		d.txnID = e.GTID.String()
 		d.standalone = e.IsStandalone()
 	case *replication.GTIDEvent:
 		d.begin(ev.Header.Timestamp)
@@ -348,6 +350,7 @@ func (d *decoder) event(ev *replication.BinlogEvent) (source.Txn, bool, error) {
 			return source.Txn{}, false, fmt.Errorf("region %s: gtid event: %w", d.cfg.Region, err)
 		}
 		d.mysqlSID, d.mysqlGNO = sid, e.GNO
+		d.txnID = fmt.Sprintf("%s:%d", sid, e.GNO)
 		d.standalone = false
 	case *replication.QueryEvent:
 		q := string(e.Query)
@@ -519,15 +522,15 @@ func (d *decoder) rows(et replication.EventType, e *replication.RowsEvent) (sour
 	switch e.Type() {
 	case replication.EnumRowsEventTypeInsert:
 		for _, r := range rows {
-			d.changes = append(d.changes, source.Change{Table: t, Op: source.Insert, After: r})
+			d.changes = append(d.changes, source.Change{Table: t, Op: source.Insert, After: r, TxnID: d.txnID})
 		}
 	case replication.EnumRowsEventTypeDelete:
 		for _, r := range rows {
-			d.changes = append(d.changes, source.Change{Table: t, Op: source.Delete, Before: r})
+			d.changes = append(d.changes, source.Change{Table: t, Op: source.Delete, Before: r, TxnID: d.txnID})
 		}
 	case replication.EnumRowsEventTypeUpdate:
 		for i := 0; i+1 < len(rows); i += 2 {
-			d.changes = append(d.changes, source.Change{Table: t, Op: source.Update, Before: rows[i], After: rows[i+1]})
+			d.changes = append(d.changes, source.Change{Table: t, Op: source.Update, Before: rows[i], After: rows[i+1], TxnID: d.txnID})
 		}
 	default:
 		return source.Txn{}, false, fmt.Errorf("region %s: table %s: unknown rows event %v", d.cfg.Region, t.Name, et)

@@ -58,6 +58,7 @@ type decoder struct {
 	marker  bool // it is regiond's own (its first change is on the marker table)
 	commit  time.Time
 	changes []source.Change
+	txnID   string // the transaction's commit LSN, for Change.TxnID
 }
 
 // open reports whether a transaction has begun and not yet committed.
@@ -72,6 +73,7 @@ func (d *decoder) handle(ctx context.Context, msg pglogrepl.Message) error {
 		d.inTxn, d.decided, d.marker = true, false, false
 		d.old = checkpoint.LSN(m.FinalLSN) < d.from
 		d.commit = m.CommitTime.UTC()
+		d.txnID = checkpoint.LSN(m.FinalLSN).String()
 		d.changes = nil
 	case *pglogrepl.CommitMessage:
 		return d.commitTxn(ctx, m)
@@ -263,6 +265,7 @@ func (d *decoder) add(ctx context.Context, c source.Change) error {
 			return err
 		}
 	}
+	c.TxnID = d.txnID
 	d.changes = append(d.changes, c)
 	return nil
 }

@@ -1,0 +1,322 @@
+package mysql
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/regiond/regiond/conflict"
+	"github.com/regiond/regiond/internal/metrics"
+	"github.com/regiond/regiond/internal/mysqlconn"
+	"github.com/regiond/regiond/pipeline"
+	"github.com/regiond/regiond/sink/batch"
+	"github.com/regiond/regiond/source"
+)
+
+var _ batch.RuleTarget = (*writer)(nil)
+
+// errInsertRace marks a guarded INSERT that met a row a local transaction
+// inserted after the locking read: the batch is retried, and re-read.
+var errInsertRace = errors.New("row appeared between the locking read and the insert")
+
+// targetColumn is how a target column is read back as a canonical value.
+type targetColumn struct {
+	expr string // select expression
+	kind string
+	bits int
+}
+
+// columnsOf returns, for t's columns in t's order, how to read each from the
+// target table of the same name.
+func (w *writer) columnsOf(ctx context.Context, t *source.Table) ([]targetColumn, error) {
+	if cols, ok := w.cols[t]; ok {
+		return cols, nil
+	}
+	rows, err := w.tx.QueryContext(ctx, `SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE FROM information_schema.COLUMNS
+		WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?`, t.Name)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	types := map[string][2]string{}
+	for rows.Next() {
+		var name, dt, ct string
+		if err := rows.Scan(&name, &dt, &ct); err != nil {
+			return nil, err
+		}
+		types[strings.ToLower(name)] = [2]string{strings.ToLower(dt), strings.ToLower(ct)}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	cols := make([]targetColumn, len(t.Columns))
+	for i, c := range t.Columns {
+		ty, ok := types[strings.ToLower(c.Name)]
+		if !ok {
+			return nil, pipeline.Permanent(fmt.Errorf("region %s: table %s has no column %s (the source has it): add it", w.a.cfg.Target, t.Name, c.Name))
+		}
+		cols[i] = readColumn(quote(c.Name), ty[0], ty[1])
+	}
+	w.cols[t] = cols
+	return cols, nil
+}
+
+func readColumn(q, dataType, columnType string) targetColumn {
+	c := targetColumn{expr: q, kind: dataType}
+	unsigned := strings.Contains(columnType, "unsigned")
+	switch dataType {
+	case "tinyint", "smallint", "mediumint", "int", "bigint", "year":
+		c.kind = "int"
+		if unsigned {
+			c.kind = "uint"
+		}
+	case "float":
+		c.expr = "(" + q + " + 0e0)" // FLOAT is printed rounded to 6 digits
+	case "bit":
+		c.expr = "BIN(" + q + ")"
+		c.bits, _ = strconv.Atoi(strings.TrimSuffix(strings.TrimPrefix(columnType, "bit("), ")"))
+	}
+	return c
+}
+
+// canonical converts a value read as text into the canonical value a binlog
+// reader would produce for the column.
+func (c targetColumn) canonical(b []byte) (any, error) {
+	if b == nil {
+		return nil, nil
+	}
+	s := string(b)
+	switch c.kind {
+	case "int":
+		return strconv.ParseInt(s, 10, 64)
+	case "uint":
+		return strconv.ParseUint(s, 10, 64)
+	case "decimal":
+		return source.Decimal(s), nil
+	case "float":
+		f, err := strconv.ParseFloat(s, 64)
+		return float32(f), err
+	case "double":
+		return strconv.ParseFloat(s, 64)
+	case "date":
+		return source.Date(s), nil
+	case "datetime":
+		return source.DateTime(s), nil
+	case "timestamp":
+		return source.Timestamp(s), nil
+	case "time":
+		return source.Time(s), nil
+	case "json":
+		return source.JSON(s), nil
+	case "bit":
+		u, err := strconv.ParseUint(s, 2, 64)
+		return source.BitsFromUint(u, c.bits), err
+	case "binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob":
+		return append([]byte{}, b...), nil
+	}
+	return s, nil
+}
+
+// keyArgs returns the key values of rows, flattened, and a placeholder list
+// "(?,?),(?,?)" (or "?,?" for one-column keys).
+func keyArgs(t *source.Table, rows []source.Row) (string, []any) {
+	ph := "?"
+	if len(t.PK) > 1 {
+		ph = "(" + strings.TrimSuffix(strings.Repeat("?,", len(t.PK)), ",") + ")"
+	}
+	var b strings.Builder
+	args := make([]any, 0, len(rows)*len(t.PK))
+	for i, r := range rows {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(ph)
+		for _, k := range t.PK {
+			args = append(args, arg(r[k]))
+		}
+	}
+	return b.String(), args
+}
+
+func keyColumns(t *source.Table) string {
+	var cs []string
+	for _, k := range t.PK {
+		cs = append(cs, quote(t.Columns[k].Name))
+	}
+	if len(cs) == 1 {
+		return cs[0]
+	}
+	return "(" + strings.Join(cs, ",") + ")"
+}
+
+// Lock implements batch.RuleTarget: one locking read of the rows, one of
+// their tombstones.
+func (w *writer) Lock(ctx context.Context, t *source.Table, keys []source.Row) ([]batch.Current, error) {
+	cols, err := w.columnsOf(ctx, t)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]batch.Current, len(keys))
+	index := make(map[string]int, len(keys))
+	for i, k := range keys {
+		index[source.KeyJSON(t, k)] = i
+	}
+	exprs := make([]string, len(cols))
+	for i, c := range cols {
+		exprs[i] = c.expr
+	}
+	ph, args := keyArgs(t, keys)
+	rows, err := w.tx.QueryContext(ctx, "SELECT "+strings.Join(exprs, ",")+" FROM "+quote(t.Name)+
+		" WHERE "+keyColumns(t)+" IN ("+ph+") FOR UPDATE", args...)
+	if err != nil {
+		return nil, err
+	}
+	raw := make([]sql.RawBytes, len(cols))
+	ptrs := make([]any, len(cols))
+	for i := range raw {
+		ptrs[i] = &raw[i]
+	}
+	for rows.Next() {
+		if err := rows.Scan(ptrs...); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		row := make(source.Row, len(cols))
+		for i, c := range cols {
+			if row[i], err = c.canonical(raw[i]); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("table %s column %s: %w", t.Name, t.Columns[i].Name, err)
+			}
+		}
+		if i, ok := index[source.KeyJSON(t, row)]; ok {
+			out[i].Row = row
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+
+	hashes := make([]any, 0, len(keys)+1)
+	hashes = append(hashes, t.Name)
+	byHash := make(map[conflict.Hash]int, len(keys))
+	for i, k := range keys {
+		h := conflict.KeyHash(source.KeyJSON(t, k))
+		byHash[h] = i
+		hashes = append(hashes, h[:])
+	}
+	trows, err := w.tx.QueryContext(ctx, "SELECT `pk_hash`, `version`, `image_hash`, `origin` FROM "+quote(TombstoneTable)+
+		" WHERE `table_name` = ? AND `pk_hash` IN ("+strings.TrimSuffix(strings.Repeat("?,", len(keys)), ",")+") FOR UPDATE", hashes...)
+	if err != nil {
+		return nil, err
+	}
+	defer trows.Close()
+	for trows.Next() {
+		var pkHash, imgHash []byte
+		var ver, origin string
+		if err := trows.Scan(&pkHash, &ver, &imgHash, &origin); err != nil {
+			return nil, err
+		}
+		var h conflict.Hash
+		copy(h[:], pkHash)
+		i, ok := byHash[h]
+		if !ok {
+			continue
+		}
+		v, err := conflict.DecodeVersion(ver)
+		if err != nil {
+			return nil, err
+		}
+		tomb := &batch.Tombstone{Version: v, Origin: origin}
+		copy(tomb.Hash[:], imgHash)
+		out[i].Tomb = tomb
+	}
+	return out, trows.Err()
+}
+
+// Write implements batch.RuleTarget.
+func (w *writer) Write(ctx context.Context, t *source.Table, r *batch.Resolved) error {
+	if err := w.writeRows(ctx, t, r.Delete, modeDelete); err != nil {
+		return err
+	}
+	if err := w.writeRows(ctx, t, r.Update, modeUpsert); err != nil {
+		return err
+	}
+	if err := w.writeRows(ctx, t, r.Insert, modeInsert); err != nil {
+		if mysqlconnDuplicate(err) {
+			return fmt.Errorf("%w: %v", errInsertRace, err)
+		}
+		return err
+	}
+	if len(r.DropTombs) > 0 {
+		args := []any{t.Name}
+		for _, k := range r.DropTombs {
+			h := conflict.KeyHash(source.KeyJSON(t, k))
+			args = append(args, h[:])
+		}
+		if _, err := w.tx.ExecContext(ctx, "DELETE FROM "+quote(TombstoneTable)+" WHERE `table_name` = ? AND `pk_hash` IN ("+
+			strings.TrimSuffix(strings.Repeat("?,", len(r.DropTombs)), ",")+")", args...); err != nil {
+			return err
+		}
+	}
+	if len(r.PutTombs) > 0 {
+		var q strings.Builder
+		q.WriteString("INSERT INTO " + quote(TombstoneTable) + " (`table_name`, `pk_hash`, `pk`, `version`, `image_hash`, `origin`, `deleted_at`) VALUES ")
+		var args []any
+		for i, tr := range r.PutTombs {
+			if i > 0 {
+				q.WriteByte(',')
+			}
+			q.WriteString("(?,?,?,?,?,?,UTC_TIMESTAMP(6))")
+			key := source.KeyJSON(t, tr.Key)
+			h := conflict.KeyHash(key)
+			args = append(args, t.Name, h[:], key, tr.Tomb.Version.Encode(), tr.Tomb.Hash[:], tr.Tomb.Origin)
+		}
+		q.WriteString(" ON DUPLICATE KEY UPDATE `version` = VALUES(`version`), `image_hash` = VALUES(`image_hash`), `origin` = VALUES(`origin`), `deleted_at` = VALUES(`deleted_at`)")
+		if _, err := w.tx.ExecContext(ctx, q.String(), args...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Record implements batch.RuleTarget: the conflicts go into
+// regiond_conflicts in the same transaction, and are counted and logged.
+func (w *writer) Record(ctx context.Context, cs []batch.Conflict) error {
+	var q strings.Builder
+	q.WriteString("INSERT INTO " + quote(ConflictTable) + " (`detected_at`, `pipeline`, `table_name`, `pk`, `rule`, `winner_region`, `loser_region`, `kept_image`, `lost_image`, `reason`, `source_position`) VALUES ")
+	var args []any
+	for i, c := range cs {
+		if i > 0 {
+			q.WriteByte(',')
+		}
+		q.WriteString("(UTC_TIMESTAMP(6),?,?,?,?,?,?,?,?,?,?)")
+		var kept any
+		if c.Kept != nil {
+			kept = string(source.RowJSON(c.Table, c.Kept))
+		}
+		args = append(args, c.Pipeline, c.Table.Name, source.KeyJSON(c.Table, c.Key), c.Rule, c.Winner, c.Loser,
+			kept, string(source.RowJSON(c.Table, c.Lost)), c.Reason, c.Position)
+	}
+	if _, err := w.tx.ExecContext(ctx, q.String(), args...); err != nil {
+		return err
+	}
+	w.pending = append(w.pending, cs...)
+	return nil
+}
+
+// announce counts and logs the conflicts of a committed transaction (only
+// then are they facts).
+func (w *writer) announce() {
+	for _, c := range w.pending {
+		metrics.Conflicts.WithLabelValues(c.Table.Name, c.Rule).Inc()
+		w.a.logger.Warn("conflict: change discarded", "table", c.Table.Name, "key", source.KeyJSON(c.Table, c.Key),
+			"rule", c.Rule, "winner", c.Winner, "loser", c.Loser, "position", c.Position, "reason", c.Reason)
+	}
+	w.pending = w.pending[:0]
+}
+
+func mysqlconnDuplicate(err error) bool { return mysqlconn.ErrorNumber(err) == 1062 }
