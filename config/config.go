@@ -84,7 +84,7 @@ var ErrInvalid = errors.New("invalid config")
 // Implemented holds the conflict rules this build of regiond can apply.
 // Validate rejects a table whose rule is known but not in Implemented. A
 // release that implements a rule turns it on here; tests may too.
-var Implemented = map[string]bool{RuleApplyRemote: true, RuleLastWriterWins: true}
+var Implemented = map[string]bool{RuleApplyRemote: true, RuleLastWriterWins: true, RuleHomeRegion: true}
 
 // Rules lists every known conflict rule name, in the order messages show them.
 var Rules = []string{RuleApplyRemote, RuleLastWriterWins, RuleHomeRegion}

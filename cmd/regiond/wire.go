@@ -58,7 +58,7 @@ func buildPipelines(cfg *config.Config, region string, logger *slog.Logger) (*pi
 	}
 	needLocal := false
 	for _, t := range cfg.Tables {
-		needLocal = needLocal || t.Rule() == config.RuleLastWriterWins
+		needLocal = needLocal || t.Rule() == config.RuleLastWriterWins || t.Rule() == config.RuleHomeRegion
 	}
 	for ti, dst := range cfg.Regions {
 		if region != "" && dst.Name != region {
@@ -144,14 +144,9 @@ func newSink(cfg *config.Config, src, dst config.Region, logger *slog.Logger) (p
 		}
 		return a, a.Close, nil
 	case config.EnginePostgres:
-		for name, t := range cfg.Tables {
-			if t.Rule() != config.RuleApplyRemote {
-				return nil, nil, usageError{fmt.Errorf("%w: tables.%s.conflict: %s into PostgreSQL regions (region %s) is not available in this version of regiond yet; use apply_remote",
-					config.ErrInvalid, name, t.Rule(), dst.Name)}
-			}
-		}
 		a, err := pgsink.New(pgsink.Config{
 			Pipeline: name, Source: src.Name, Target: dst.Name, DSN: dst.DSN, Schema: dst.Schema, Tables: cfg.TableNames(),
+			Rules: rulesFor(cfg, name, src.Name, dst.Name),
 		}, logger)
 		if err != nil {
 			return nil, nil, err

@@ -75,6 +75,9 @@ type Config struct {
 	// retried in place.
 	LockRetries int
 	Logger      *slog.Logger
+	// Rules are the tables' conflict rules; with a home_region table, the
+	// Target must also be a RuleTarget.
+	Rules *Rules
 }
 
 // Run applies transactions from in to t until in is closed or ctx ends,
@@ -84,7 +87,12 @@ type Config struct {
 func Run(ctx context.Context, cfg Config, t Target, in <-chan source.Txn, durable func(checkpoint.Position, bool)) error {
 	w := &writer{cfg: cfg, t: t, durable: durable}
 	defer w.rollback()
-	b := &batch{}
+	b := &batch{rules: cfg.Rules}
+	if cfg.Rules.hasHome() {
+		if _, ok := t.(RuleTarget); !ok {
+			return pipeline.Permanent(fmt.Errorf("region %s: home_region tables are not supported by this target", cfg.Region))
+		}
+	}
 	for {
 		var (
 			txn source.Txn
@@ -124,7 +132,9 @@ func Run(ctx context.Context, cfg Config, t Target, in <-chan source.Txn, durabl
 			}
 			return w.commit(ctx, b)
 		}
-		b.add(txn)
+		if err := b.add(txn, w.streamed); err != nil {
+			return err
+		}
 		if len(b.changes) < cfg.BatchChanges {
 			continue
 		}
@@ -144,21 +154,77 @@ func Run(ctx context.Context, cfg Config, t Target, in <-chan source.Txn, durabl
 
 // batch is what has been received but not yet committed.
 type batch struct {
+	rules   *Rules
 	changes []source.Change
 	// spans[i] is the index in changes after source transaction i, and
 	// ends[i] its end position; only whole transactions are listed.
 	spans []int
 	ends  []checkpoint.Position
 	open  bool // the last transaction received is incomplete (chunks)
+	// txnStart is where the open source transaction's changes begin.
+	txnStart int
+	// home holds the discarded home_region transactions, by span.
+	home map[int]*homeEvent
+	// dropping is the open source transaction's event once it is known to
+	// be discarded.
+	dropping *homeEvent
 }
 
-func (b *batch) add(t source.Txn) {
-	b.changes = append(b.changes, t.Changes...)
+// add takes a transaction or chunk. A source transaction that writes a
+// home_region row homed elsewhere is taken out whole. streamed says earlier
+// chunks were written already: such a transaction can no longer be taken
+// out, and stops the pipeline.
+func (b *batch) add(t source.Txn, streamed bool) error {
+	if !b.open {
+		b.txnStart = len(b.changes)
+	}
+	switch {
+	case b.dropping != nil:
+		b.dropping.changes = append(b.dropping.changes, t.Changes...)
+	case b.rules.hasHome():
+		home, c, err := b.rules.violation(t.Changes)
+		if err != nil {
+			return err
+		}
+		if c == nil {
+			b.changes = append(b.changes, t.Changes...)
+			break
+		}
+		if streamed && b.open {
+			return pipeline.Permanent(fmt.Errorf("table %s row %s: a transaction too large to hold writes a row homed in %q from %s, after part of it was applied; apply it again in its home region",
+				c.Table.Name, c.Table.FormatKey(c.After), home, b.rules.Origin))
+		}
+		ev := &homeEvent{home: home, changes: append(append([]source.Change(nil), b.changes[b.txnStart:]...), t.Changes...)}
+		clear(b.changes[b.txnStart:])
+		b.changes = b.changes[:b.txnStart]
+		b.dropping = ev
+	default:
+		b.changes = append(b.changes, t.Changes...)
+	}
 	b.open = t.More
 	if !t.More {
+		if b.dropping != nil {
+			if b.home == nil {
+				b.home = map[int]*homeEvent{}
+			}
+			b.home[len(b.spans)] = b.dropping
+			b.dropping = nil
+		}
 		b.spans = append(b.spans, len(b.changes))
 		b.ends = append(b.ends, t.End)
 	}
+	return nil
+}
+
+// events returns the home events of spans [from, to).
+func (b *batch) events(from, to int) []*homeEvent {
+	var out []*homeEvent
+	for i := from; i < to; i++ {
+		if e := b.home[i]; e != nil {
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 func (b *batch) end() checkpoint.Position {
@@ -172,6 +238,7 @@ func (b *batch) reset() {
 	// The changes are dropped, not kept for reuse: rows belong to the source.
 	clear(b.changes)
 	b.changes, b.spans, b.ends, b.open = b.changes[:0], b.spans[:0], b.ends[:0], false
+	b.home, b.txnStart = nil, 0
 }
 
 // writer drives the Target through one Run.
@@ -184,6 +251,7 @@ type writer struct {
 	// and dropped from memory: that transaction can no longer be retried in
 	// place, only by replaying from the stored checkpoint.
 	streamed bool
+	rv       reverter
 }
 
 func (w *writer) rollback() {
@@ -213,6 +281,11 @@ func (w *writer) flush(ctx context.Context, b *batch) error {
 		w.rollback()
 		return w.wrap(err)
 	}
+	if err := w.record(ctx, b.events(0, len(b.spans))); err != nil {
+		w.rollback()
+		return w.wrap(err)
+	}
+	b.home = nil
 	w.streamed = true
 	// The written changes leave memory; the ends stay, for the commit. The
 	// spans are only needed to split a batch that can be retried in place.
@@ -229,7 +302,7 @@ func (w *writer) commit(ctx context.Context, b *batch) error {
 	if end == nil {
 		return nil
 	}
-	if len(b.changes) == 0 && !w.inTx {
+	if len(b.changes) == 0 && len(b.home) == 0 && !w.inTx {
 		// Only skipped transactions: nothing to write (writing the position
 		// would be a new marked transaction for the other side to skip, and
 		// so on forever); the position advances in memory.
@@ -238,7 +311,7 @@ func (w *writer) commit(ctx context.Context, b *batch) error {
 		return nil
 	}
 	for attempt := 1; ; attempt++ {
-		err := w.write(ctx, b.changes, end)
+		err := w.write(ctx, b.changes, b.events(0, len(b.spans)), end)
 		if err == nil {
 			w.durable(end, true)
 			b.reset()
@@ -273,13 +346,17 @@ func (w *writer) commit(ctx context.Context, b *batch) error {
 	}
 }
 
-// write applies changes (the rest of the open transaction) and commits it
-// with pos as the pipeline's position.
-func (w *writer) write(ctx context.Context, changes []source.Change, pos checkpoint.Position) error {
+// write applies changes (the rest of the open transaction) and the
+// discarded home_region transactions among them, and commits it with pos as
+// the pipeline's position.
+func (w *writer) write(ctx context.Context, changes []source.Change, events []*homeEvent, pos checkpoint.Position) error {
 	if err := w.begin(ctx, pos); err != nil {
 		return err
 	}
 	if err := w.t.Exec(ctx, changes); err != nil {
+		return err
+	}
+	if err := w.record(ctx, events); err != nil {
 		return err
 	}
 	err := w.t.Commit(ctx, pos)
@@ -296,7 +373,7 @@ func (w *writer) isolate(ctx context.Context, b *batch, batchErr error) error {
 		changes := b.changes[from:to]
 		var err error
 		for attempt := 1; attempt <= w.cfg.LockRetries+1; attempt++ {
-			err = w.write(ctx, changes, b.ends[i])
+			err = w.write(ctx, changes, b.events(i, i+1), b.ends[i])
 			if err == nil || pipeline.IsPermanent(err) || w.t.Classify(err) != Lock {
 				break
 			}
@@ -351,6 +428,21 @@ func (w *writer) findRow(ctx context.Context, changes []source.Change, end check
 		return fmt.Errorf("%s: %w; fix the target table (or the value) and restart regiond", what, err)
 	}
 	return fmt.Errorf("region %s rejected the source transaction ending at %s: %w", w.cfg.Region, end, txnErr)
+}
+
+// record writes the discarded home_region transactions: their conflict
+// records, and in the origin region their reverts.
+func (w *writer) record(ctx context.Context, events []*homeEvent) error {
+	if len(events) == 0 {
+		return nil
+	}
+	rt := w.t.(RuleTarget)
+	for _, e := range events {
+		if err := w.rv.applyHome(ctx, rt, w.cfg.Rules, *e); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (w *writer) wrap(err error) error {

@@ -140,6 +140,7 @@ func (a *Applier) Apply(ctx context.Context, in <-chan source.Txn, durable func(
 		BatchChanges: a.cfg.BatchChanges,
 		LockRetries:  a.cfg.LockRetries,
 		Logger:       a.logger,
+		Rules:        a.cfg.Rules,
 	}, w, in, durable)
 }
 

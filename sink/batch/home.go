@@ -1,0 +1,190 @@
+package batch
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/regiond/regiond/conflict"
+	"github.com/regiond/regiond/pipeline"
+	"github.com/regiond/regiond/source"
+)
+
+// Home reports whether table t is under home_region.
+func (r *Rules) Home(t string) bool { return r.rule(t).Name == "home_region" }
+
+// hasHome reports whether any table is under home_region.
+func (r *Rules) hasHome() bool {
+	if r == nil {
+		return false
+	}
+	for _, x := range r.Tables {
+		if x.Name == "home_region" {
+			return true
+		}
+	}
+	return false
+}
+
+// violation returns the home region of the first change in changes that
+// writes a home_region row homed elsewhere than the rules' origin, judged
+// from the before image (the after image for inserts).
+func (r *Rules) violation(changes []source.Change) (home string, c *source.Change, err error) {
+	for i := range changes {
+		ch := &changes[i]
+		if !r.Home(ch.Table.Name) {
+			continue
+		}
+		col := columnIndex(ch.Table, r.rule(ch.Table.Name).HomeColumn)
+		if col < 0 {
+			return "", nil, pipeline.Permanent(fmt.Errorf("table %s: home column %q is not in the change (the source table lacks it)",
+				ch.Table.Name, r.rule(ch.Table.Name).HomeColumn))
+		}
+		img := ch.Before
+		if img == nil {
+			img = ch.After
+		}
+		h, ok := source.Text(img[col])
+		if !ok {
+			h = "" // NULL: homed nowhere, written by a region that is not its home
+		}
+		if h != r.Origin {
+			return h, ch, nil
+		}
+	}
+	return "", nil, nil
+}
+
+// homeEvent is a source transaction that wrote a row homed elsewhere: no
+// region applies any of it; every region records it; the origin region's
+// local pipeline reverts it there.
+type homeEvent struct {
+	home    string // the home region of the first offending row
+	changes []source.Change
+}
+
+// homeConflicts are the records of a discarded transaction: one per change.
+func (r *Rules) homeConflicts(e homeEvent) []Conflict {
+	cs := make([]Conflict, 0, len(e.changes))
+	for _, c := range e.changes {
+		img := c.After
+		if img == nil {
+			img = c.Before
+		}
+		winner := e.home
+		if winner == "" {
+			winner = "(none)"
+		}
+		cs = append(cs, Conflict{
+			Pipeline: r.Pipeline, Table: c.Table, Key: img, Rule: "home_region",
+			Winner: winner, Loser: r.Origin, Lost: img, Position: c.TxnID,
+			Reason: fmt.Sprintf("the transaction wrote a row homed in %s from %s: none of it is applied", winner, r.Origin),
+		})
+	}
+	return cs
+}
+
+// chain follows consecutive violating writes to one row in their origin
+// region: base is the row before the first of them (nil: no row), last the
+// hash of what the latest left (nil: no row). Reverting restores base, but
+// only while the row is still what the latest violating write left.
+type chain struct {
+	base source.Row
+	last *conflict.Hash
+}
+
+// reverter undoes, in a region, the violating transactions that region
+// made. It remembers unresolved chains across batches: a violating write
+// whose row has already changed again may be followed in the log by another
+// violating write that continues it.
+type reverter struct {
+	chains map[string]*chain
+}
+
+func imageHash(t *source.Table, row source.Row) *conflict.Hash {
+	if row == nil {
+		return nil
+	}
+	h := conflict.RowHash(t, row)
+	return &h
+}
+
+func sameHash(a, b *conflict.Hash) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return *a == *b
+}
+
+// applyHome records a discarded transaction and, in its origin region,
+// reverts it.
+func (rv *reverter) applyHome(ctx context.Context, rt RuleTarget, r *Rules, e homeEvent) error {
+	if r.Local {
+		for _, c := range e.changes {
+			if err := rv.revert(ctx, rt, c); err != nil {
+				return err
+			}
+		}
+	}
+	return rt.Record(ctx, r.homeConflicts(e))
+}
+
+// revert follows change c in its row's chain and restores the chain's base
+// if the row is still what c left.
+func (rv *reverter) revert(ctx context.Context, rt RuleTarget, c source.Change) error {
+	if rv.chains == nil {
+		rv.chains = map[string]*chain{}
+	}
+	t := c.Table
+	key := c.After
+	if key == nil {
+		key = c.Before
+	}
+	id := t.Name + "\x00" + source.KeyJSON(t, key)
+	before := imageHash(t, c.Before)
+	ch := rv.chains[id]
+	if c.Before != nil && !SameKey(t, c.Before, key) {
+		// A key change: the old key's chain carries over.
+		if old := rv.chains[t.Name+"\x00"+source.KeyJSON(t, c.Before)]; old != nil && sameHash(old.last, before) {
+			ch = old
+			delete(rv.chains, t.Name+"\x00"+source.KeyJSON(t, c.Before))
+		}
+	}
+	if ch == nil || !sameHash(ch.last, before) {
+		ch = &chain{base: c.Before}
+	}
+	ch.last = imageHash(t, c.After)
+	rv.chains[id] = ch
+
+	cur, err := rt.Lock(ctx, t, []source.Row{key})
+	if err != nil {
+		return err
+	}
+	now := cur[0].Row
+	if !sameHash(imageHash(t, now), ch.last) {
+		return nil // changed since: a later write (home's, or one of ours still to come)
+	}
+	delete(rv.chains, id)
+	switch {
+	case ch.base == nil:
+		if now != nil {
+			return rt.Write(ctx, t, &Resolved{Delete: []source.Row{now}})
+		}
+	case now == nil:
+		return rt.Write(ctx, t, &Resolved{Insert: []source.Row{ch.base}})
+	case SameKey(t, ch.base, now):
+		return rt.Write(ctx, t, &Resolved{Update: []source.Row{ch.base}})
+	default:
+		old, err := rt.Lock(ctx, t, []source.Row{ch.base})
+		if err != nil {
+			return err
+		}
+		if old[0].Row != nil {
+			return nil // the old key is taken again: leave both
+		}
+		if err := rt.Write(ctx, t, &Resolved{Delete: []source.Row{now}}); err != nil {
+			return err
+		}
+		return rt.Write(ctx, t, &Resolved{Insert: []source.Row{ch.base}})
+	}
+	return nil
+}
