@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
+	"os/exec"
 	"math/rand/v2"
 	"sync"
 	"testing"
@@ -88,6 +90,7 @@ func TestHomeRegion(t *testing.T) {
 			t.Errorf("row %d: note %q, want %q (the last write of its home, %s)", id, got, want, home(id).name)
 		}
 	}
+	total := 0
 	for _, r := range rs {
 		var n int
 		if err := r.db.QueryRow("SELECT COUNT(*) FROM regiond_conflicts WHERE rule = 'home_region'").Scan(&n); err != nil {
@@ -96,5 +99,26 @@ func TestHomeRegion(t *testing.T) {
 		if bad > 0 && n == 0 {
 			t.Errorf("%s recorded no home_region conflict", r.name)
 		}
+		total += n
+	}
+	// The operator's view: regiond conflicts lists them all.
+	out, err := exec.Command(regiondBinary(t), "conflicts", "--config", cfg, "--format", "json", "--limit", "100000").Output()
+	if err != nil {
+		t.Fatalf("regiond conflicts: %v", err)
+	}
+	var listed []struct {
+		Region string          `json:"region"`
+		Rule   string          `json:"rule"`
+		Key    json.RawMessage `json:"key"`
+		Lost   json.RawMessage `json:"lost_image"`
+	}
+	if err := json.Unmarshal(out, &listed); err != nil {
+		t.Fatalf("regiond conflicts --format json: %v\n%s", err, out)
+	}
+	if len(listed) != total {
+		t.Errorf("regiond conflicts listed %d conflicts, the tables hold %d", len(listed), total)
+	}
+	if len(listed) > 0 && (listed[0].Rule != "home_region" || len(listed[0].Lost) < 10) {
+		t.Errorf("conflict record lacks rule or image: %+v", listed[0])
 	}
 }

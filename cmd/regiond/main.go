@@ -57,7 +57,7 @@ func newRoot() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newRunCmd(), newCheckCmd(), newVersionCmd())
+	root.AddCommand(newRunCmd(), newCheckCmd(), newConflictsCmd(), newVersionCmd())
 	return root
 }
 
