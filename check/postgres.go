@@ -751,6 +751,10 @@ func (in *pgInspector) checkKeys(t pgTable, facts *pgFacts, indexes []pgIndex) {
 		facts.pkNames[t.name] = pk.constraint
 	}
 
+	if rule := in.cfg.Tables[t.name].Rule(); t.ident != "f" && (rule == config.RuleLastWriterWins || rule == config.RuleHomeRegion) {
+		in.add(t.name, Error, fmt.Sprintf("%s needs whole before images (the version or home of the row an UPDATE or DELETE changes), but REPLICA IDENTITY is not FULL", rule),
+			fmt.Sprintf("ALTER TABLE %s REPLICA IDENTITY FULL;", q))
+	}
 	switch t.ident {
 	case "n":
 		in.add(t.name, Error, "REPLICA IDENTITY NOTHING: the WAL carries no key for its UPDATEs and DELETEs, so regiond cannot match them to rows, and once the table is in the publication PostgreSQL refuses them",

@@ -219,8 +219,10 @@ func TestRunPostgres(t *testing.T) {
 		}
 		rep := runChecks(t, one(tbls), west)
 		wantOne(t, rep, "west", "users", Error, `ADD COLUMN "home" text NOT NULL`, "home_column home")
-		if rep.Errors() != 1 {
-			t.Errorf("got %d errors, want 1", rep.Errors())
+		// Both rules need whole before images.
+		wantOne(t, rep, "west", "profiles", Error, `ALTER TABLE "public"."profiles" REPLICA IDENTITY FULL;`, "last_writer_wins needs whole before images")
+		if rep.Errors() != 3 {
+			t.Errorf("got %d errors, want 3", rep.Errors())
 		}
 	})
 
