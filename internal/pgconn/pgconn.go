@@ -6,6 +6,7 @@ package pgconn
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -66,20 +67,25 @@ func ConnectReplication(ctx context.Context, dsn string) (*pgconn.PgConn, error)
 // Ident quotes a (schema-qualified) identifier.
 func Ident(parts ...string) string { return pgx.Identifier(parts).Sanitize() }
 
-// EnsureCheckpointTable creates regiond_checkpoints in schema when missing.
-// It asks first, so a restart writes nothing.
-func EnsureCheckpointTable(ctx context.Context, conn *pgx.Conn, schema string) error {
-	var exists bool
-	err := conn.QueryRow(ctx,
-		"SELECT EXISTS (SELECT 1 FROM information_schema.tables WHERE table_schema = $1 AND table_name = $2)",
-		schema, CheckpointTable).Scan(&exists)
-	if err != nil {
-		return err
-	}
-	if exists {
-		return nil
-	}
-	_, err = conn.Exec(ctx, `CREATE TABLE IF NOT EXISTS `+Ident(schema, CheckpointTable)+` (
+// TombstoneTable holds, per deleted last_writer_wins row, the version and
+// image hash of the delete, so that an older write arriving later does not
+// bring the row back; see sink/mysql.
+const TombstoneTable = "regiond_tombstones"
+
+// ConflictTable is the conflict log: every change a rule discarded in the
+// region, with both row images as JSON.
+const ConflictTable = "regiond_conflicts"
+
+// ownTable is one of regiond's tables: the statements that create it, run
+// in one transaction (%s stands for the schema-qualified table name).
+type ownTable struct {
+	name  string
+	stmts []string
+}
+
+var (
+	checkpointDef = ownTable{CheckpointTable, []string{
+		`CREATE TABLE IF NOT EXISTS %s (
 		pipeline text PRIMARY KEY,
 		kind text NOT NULL DEFAULT 'pipeline',
 		source_region text NOT NULL DEFAULT '',
@@ -87,11 +93,107 @@ func EnsureCheckpointTable(ctx context.Context, conn *pgx.Conn, schema string) e
 		seq bigint NOT NULL DEFAULT 0,
 		epoch bigint NOT NULL DEFAULT 0,
 		updated_at timestamptz NOT NULL
-	)`)
-	if err != nil {
-		return fmt.Errorf("create %s: %w", CheckpointTable, err)
+	)`,
+		"COMMENT ON TABLE %s IS 'regiond replication checkpoints and loop-prevention marker'",
+	}}
+	tombstoneDef = ownTable{TombstoneTable, []string{
+		`CREATE TABLE IF NOT EXISTS %s (
+		table_name text NOT NULL,
+		pk_hash bytea NOT NULL,
+		pk text NOT NULL,
+		version text NOT NULL,
+		image_hash bytea NOT NULL,
+		origin text NOT NULL,
+		deleted_at timestamptz NOT NULL,
+		PRIMARY KEY (table_name, pk_hash)
+	)`,
+		"CREATE INDEX IF NOT EXISTS regiond_tombstones_deleted_at ON %s (deleted_at)",
+		"COMMENT ON TABLE %s IS 'regiond last_writer_wins delete tombstones'",
+		"COMMENT ON COLUMN %s.pk_hash IS 'hash of pk, the canonical JSON of the key'",
+		"COMMENT ON COLUMN %s.version IS 'i:<integer> or t:<UTC date-time>'",
+		"COMMENT ON COLUMN %s.image_hash IS 'canonical hash of the deleted row image'",
+		"COMMENT ON COLUMN %s.origin IS 'region the delete was made in'",
+	}}
+	conflictDef = ownTable{ConflictTable, []string{
+		`CREATE TABLE IF NOT EXISTS %s (
+		id bigserial PRIMARY KEY,
+		detected_at timestamptz NOT NULL,
+		pipeline text NOT NULL,
+		table_name text NOT NULL,
+		pk text NOT NULL,
+		rule text NOT NULL,
+		winner_region text NOT NULL,
+		loser_region text NOT NULL,
+		kept_image text,
+		lost_image text,
+		reason text NOT NULL,
+		source_position text NOT NULL
+	)`,
+		"CREATE INDEX IF NOT EXISTS regiond_conflicts_detected_at ON %s (detected_at)",
+		"CREATE INDEX IF NOT EXISTS regiond_conflicts_table_detected ON %s (table_name, detected_at)",
+		"COMMENT ON TABLE %s IS 'regiond conflict log'",
+		"COMMENT ON COLUMN %s.kept_image IS 'the state kept, as JSON (NULL: no row)'",
+		"COMMENT ON COLUMN %s.lost_image IS 'the discarded change, as JSON'",
+		"COMMENT ON COLUMN %s.source_position IS 'position of the discarded change''s transaction in the loser''s log'",
+	}}
+)
+
+// EnsureCheckpointTable creates regiond_checkpoints in schema when missing.
+// It asks first, so a restart writes nothing.
+func EnsureCheckpointTable(ctx context.Context, conn *pgx.Conn, schema string) error {
+	return ensure(ctx, conn, schema, checkpointDef)
+}
+
+// EnsureTables creates regiond's tables in schema when missing:
+// regiond_checkpoints, regiond_tombstones and regiond_conflicts. It asks
+// first, so a restart writes nothing.
+func EnsureTables(ctx context.Context, conn *pgx.Conn, schema string) error {
+	return ensure(ctx, conn, schema, checkpointDef, tombstoneDef, conflictDef)
+}
+
+func ensure(ctx context.Context, conn *pgx.Conn, schema string, tables ...ownTable) error {
+	for _, t := range tables {
+		exists, err := tableExists(ctx, conn, schema, t.name)
+		if err != nil {
+			return err
+		}
+		if exists {
+			continue
+		}
+		if err := create(ctx, conn, schema, t); err != nil {
+			// Another process (a pipeline starting at the same time) may
+			// have created it meanwhile: concurrent CREATE TABLE IF NOT
+			// EXISTS can fail on the catalog's unique indexes.
+			if again, err2 := tableExists(ctx, conn, schema, t.name); err2 == nil && again {
+				continue
+			}
+			return fmt.Errorf("create %s: %w", t.name, err)
+		}
 	}
-	_, err = conn.Exec(ctx, "COMMENT ON TABLE "+Ident(schema, CheckpointTable)+
-		" IS 'regiond replication checkpoints and loop-prevention marker'")
-	return err
+	return nil
+}
+
+func tableExists(ctx context.Context, conn *pgx.Conn, schema, name string) (bool, error) {
+	var exists bool
+	err := conn.QueryRow(ctx,
+		"SELECT EXISTS (SELECT 1 FROM information_schema.tables WHERE table_schema = $1 AND table_name = $2)",
+		schema, name).Scan(&exists)
+	return exists, err
+}
+
+// create runs t's statements in one transaction, so that a table never
+// exists without its indexes.
+func create(ctx context.Context, conn *pgx.Conn, schema string, t ownTable) error {
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	ident := Ident(schema, t.name)
+	for _, q := range t.stmts {
+		if _, err := tx.Exec(ctx, strings.ReplaceAll(q, "%s", ident)); err != nil {
+			return err
+		}
+	}
+	return tx.Commit(ctx)
 }

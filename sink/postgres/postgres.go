@@ -54,6 +54,8 @@ type Config struct {
 	// lock held longer by a local transaction fails the batch, which is
 	// then retried, instead of stalling the pipeline silently.
 	LockTimeout time.Duration
+	// Rules are the tables' conflict rules (nil: every table apply_remote).
+	Rules *batch.Rules
 }
 
 // Applier is the PostgreSQL sink of one pipeline.
@@ -110,7 +112,8 @@ func closeConn(conn *pgx.Conn) {
 
 func (a *Applier) checkpointTable() string { return pgconn.Ident(a.cfg.Schema, pgconn.CheckpointTable) }
 
-// Open checks the configured tables, creates regiond_checkpoints when it is
+// Open checks the configured tables, creates regiond's tables
+// (regiond_checkpoints, regiond_tombstones, regiond_conflicts) when they are
 // missing and returns the pipeline's stored position ("" when none).
 func (a *Applier) Open(ctx context.Context) (string, error) {
 	conn, err := a.connect(ctx)
@@ -121,7 +124,7 @@ func (a *Applier) Open(ctx context.Context) (string, error) {
 	if err := checkTables(ctx, conn, a.cfg.Target, a.cfg.Schema, a.cfg.Tables); err != nil {
 		return "", err
 	}
-	if err := pgconn.EnsureCheckpointTable(ctx, conn, a.cfg.Schema); err != nil {
+	if err := pgconn.EnsureTables(ctx, conn, a.cfg.Schema); err != nil {
 		return "", fmt.Errorf("region %s: %w", a.cfg.Target, err)
 	}
 	return a.stored(ctx, conn)
@@ -167,7 +170,7 @@ func (a *Applier) Apply(ctx context.Context, in <-chan source.Txn, durable func(
 	if err := a.setupSession(ctx, conn); err != nil {
 		return err
 	}
-	t := &target{a: a, conn: conn, tables: map[string]*pgTable{}, plans: map[*source.Table]*plan{}}
+	t := &target{a: a, conn: conn, tables: map[string]*pgTable{}, plans: map[*source.Table]*plan{}, reads: map[*pgTable]*ruleInfo{}}
 	for _, name := range a.cfg.Tables {
 		if _, err := t.table(ctx, name); err != nil {
 			return err
@@ -178,6 +181,7 @@ func (a *Applier) Apply(ctx context.Context, in <-chan source.Txn, durable func(
 		BatchChanges: a.cfg.BatchChanges,
 		LockRetries:  a.cfg.LockRetries,
 		Logger:       a.logger,
+		Rules:        a.cfg.Rules,
 	}, t, in, durable)
 }
 
@@ -217,6 +221,12 @@ type target struct {
 	pending *pgx.Batch // queued, not yet sent
 	begun   bool       // BEGIN was sent: the server has a transaction open
 	markPos string     // the position the marker write stores
+	// reads caches how each target table's columns are read back as
+	// canonical values (rule tables).
+	reads map[*pgTable]*ruleInfo
+	// conflicts are the conflicts recorded in the open transaction,
+	// announced when it commits.
+	conflicts []batch.Conflict
 }
 
 var _ batch.Target = (*target)(nil)
@@ -310,12 +320,14 @@ func (t *target) Commit(ctx context.Context, pos checkpoint.Position) error {
 		return err
 	}
 	t.begun = false
+	t.announce()
 	return nil
 }
 
 // Rollback implements batch.Target.
 func (t *target) Rollback() {
 	t.pending = nil
+	t.conflicts = t.conflicts[:0]
 	if !t.begun {
 		return
 	}
@@ -353,11 +365,24 @@ func (t *target) send(ctx context.Context, b *pgx.Batch) error {
 	return t.conn.SendBatch(ctx, b).Close()
 }
 
-// Exec implements batch.Target: one statement per segment and chunk of
-// rows, all sent as one pipelined batch.
+// Exec implements batch.Target: changes in source order, tables without a
+// conflict rule as one statement per segment and chunk of rows, all sent as
+// one pipelined batch; steps of last_writer_wins tables through a locking
+// read, the rule's decisions and guarded writes (see rules.go), which send
+// what is queued before each locking read.
 func (t *target) Exec(ctx context.Context, changes []source.Change) error {
+	rules := t.a.cfg.Rules
 	b := t.take()
-	for _, seg := range batch.Segments(changes) {
+	for _, st := range batch.Plan(rules, changes) {
+		if st.Segment == nil {
+			t.pending = b
+			if _, err := batch.ApplyLWW(ctx, t, rules, st); err != nil {
+				return err
+			}
+			b = t.take()
+			continue
+		}
+		seg := st.Segment
 		p, err := t.plan(ctx, seg.Table)
 		if err != nil {
 			return err
@@ -458,6 +483,11 @@ func unchangedCols(row source.Row) []int {
 
 // Classify implements batch.Target.
 func (t *target) Classify(err error) batch.Class {
+	if errors.Is(err, errInsertRace) {
+		// A guarded INSERT met a row a local transaction inserted after the
+		// locking read: retry the batch, which reads it again.
+		return batch.Lock
+	}
 	var pe *pgxconn.PgError
 	if !errors.As(err, &pe) {
 		return batch.Transient // no answer from the server: connection, context

@@ -217,6 +217,7 @@ type plan struct {
 	key []int
 
 	upsert string // INSERT ... SELECT ... FROM unnest(...) ON CONFLICT ...
+	insert string // the same without ON CONFLICT: a present key is an error
 	delete string // DELETE ... WHERE (key) IN (SELECT ... FROM unnest(...))
 	// updates holds, per set of unchanged columns, the UPDATE that leaves
 	// them alone; keyed by the unchanged source column numbers.
@@ -292,8 +293,9 @@ func newPlan(region string, st *source.Table, t *pgTable) (*plan, error) {
 	if set.Len() > 0 {
 		conflict = " DO UPDATE SET " + set.String()
 	}
-	p.upsert = "INSERT INTO " + t.ident + " (" + ins.String() + ") OVERRIDING SYSTEM VALUE SELECT " + sel.String() +
-		" FROM unnest(" + args.String() + ") AS u(" + alias.String() + ") ON CONFLICT (" + p.keyList("") + ")" + conflict
+	p.insert = "INSERT INTO " + t.ident + " (" + ins.String() + ") OVERRIDING SYSTEM VALUE SELECT " + sel.String() +
+		" FROM unnest(" + args.String() + ") AS u(" + alias.String() + ")"
+	p.upsert = p.insert + " ON CONFLICT (" + p.keyList("") + ")" + conflict
 
 	var ksel, kargs, kalias strings.Builder
 	for n, i := range p.key {

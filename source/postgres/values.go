@@ -304,3 +304,26 @@ func decodeBytea(s string) ([]byte, error) {
 }
 
 func isOctal(c byte) bool { return c >= '0' && c <= '7' }
+
+// Canonical converts one value in PostgreSQL's text output (as pgoutput
+// sends it, under regiond's session settings) into the canonical value this
+// reader produces for a column of type oid with type modifier typmod
+// (pg_attribute.atttypid and atttypmod). For a column of a domain type,
+// pass the domain's (fully resolved) base type and typmod -1, as the reader
+// treats domains. Types that are not PostgreSQL's own become strings.
+// Sinks use it to read target rows back exactly as a reader of the
+// target's log would, so that row hashes compare.
+func Canonical(oid uint32, typmod int32, text string) (any, error) {
+	k := kindString
+	if isBuiltin(oid) {
+		k = builtinKinds[oid]
+	}
+	precision := int32(-1)
+	switch k {
+	case kindTime, kindDateTime, kindTimestamp:
+		if isBuiltin(oid) && typmod >= 0 {
+			precision = typmod
+		}
+	}
+	return convert(k, precision, []byte(text))
+}
