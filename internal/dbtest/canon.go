@@ -159,7 +159,9 @@ func DumpCanonical(ctx context.Context, r Region, table string) ([]string, error
 	}
 	var order []string
 	for _, k := range pk {
-		order = append(order, quote(k))
+		// Qualified: in Postgres a bare name would mean the text output
+		// column, sorting 10 before 2.
+		order = append(order, quote(table)+"."+quote(k))
 	}
 	rows, err := r.DB.QueryContext(ctx, "SELECT "+strings.Join(sel, ", ")+" FROM "+quote(table)+" ORDER BY "+strings.Join(order, ", "))
 	if err != nil {

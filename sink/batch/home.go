@@ -12,6 +12,20 @@ import (
 // Home reports whether table t is under home_region.
 func (r *Rules) Home(t string) bool { return r.rule(t).Name == "home_region" }
 
+// HasRules reports whether any table is under a rule other than
+// apply_remote.
+func (r *Rules) HasRules() bool {
+	if r == nil {
+		return false
+	}
+	for _, x := range r.Tables {
+		if x.Name != "" && x.Name != "apply_remote" {
+			return true
+		}
+	}
+	return false
+}
+
 // hasHome reports whether any table is under home_region.
 func (r *Rules) hasHome() bool {
 	if r == nil {

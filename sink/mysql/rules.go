@@ -262,6 +262,9 @@ func (w *writer) Write(ctx context.Context, t *source.Table, r *batch.Resolved) 
 			return err
 		}
 	}
+	if err := w.deleteBehindTombs(ctx, t, r); err != nil {
+		return err
+	}
 	if len(r.PutTombs) > 0 {
 		var q strings.Builder
 		q.WriteString("INSERT INTO " + quote(TombstoneTable) + " (`table_name`, `pk_hash`, `pk`, `version`, `image_hash`, `origin`, `deleted_at`) VALUES ")
@@ -277,6 +280,41 @@ func (w *writer) Write(ctx context.Context, t *source.Table, r *batch.Resolved) 
 		}
 		q.WriteString(" ON DUPLICATE KEY UPDATE `version` = VALUES(`version`), `image_hash` = VALUES(`image_hash`), `origin` = VALUES(`origin`), `deleted_at` = VALUES(`deleted_at`)")
 		if _, err := w.tx.ExecContext(ctx, q.String(), args...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// deleteBehindTombs deletes, for each new tombstone whose key had no row at
+// the locking read, a row that another pipeline may have inserted since
+// (READ COMMITTED locks no gap), if its version is not above the delete's.
+// The DELETE waits for such an uncommitted insert and then sees it.
+func (w *writer) deleteBehindTombs(ctx context.Context, t *source.Table, r *batch.Resolved) error {
+	vname := ""
+	if w.a.cfg.Rules != nil {
+		vname = w.a.cfg.Rules.Tables[t.Name].VersionColumn
+	}
+	vcol := -1
+	for i, c := range t.Columns {
+		if c.Name == vname {
+			vcol = i
+		}
+	}
+	if vcol < 0 {
+		return nil
+	}
+	deleted := make(map[string]bool, len(r.Delete))
+	for _, k := range r.Delete {
+		deleted[source.KeyJSON(t, k)] = true
+	}
+	for _, tr := range r.PutTombs {
+		if deleted[source.KeyJSON(t, tr.Key)] {
+			continue
+		}
+		ph, args := keyArgs(t, []source.Row{tr.Key})
+		args = append(args, arg(tr.Key[vcol]))
+		if _, err := w.tx.ExecContext(ctx, "DELETE FROM "+quote(t.Name)+" WHERE "+keyColumns(t)+" IN ("+ph+") AND "+quote(vname)+" <= ?", args...); err != nil {
 			return err
 		}
 	}
