@@ -3,8 +3,8 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
-	"os/exec"
 	"math/rand/v2"
+	"os/exec"
 	"sync"
 	"testing"
 	"time"

@@ -166,10 +166,10 @@ func TestConflictRules(t *testing.T) {
 
 // rulesWorld is what the writers did, to check the outcome against.
 type rulesWorld struct {
-	mu                                 sync.Mutex
-	best                               map[int]int64 // highest version written per profiles key
-	lwwDeleted                         map[int]bool
-	last                               map[int]string // last note (or "(deleted)") each accounts row's home wrote
+	mu                                sync.Mutex
+	best                              map[int]int64 // highest version written per profiles key
+	lwwDeleted                        map[int]bool
+	last                              map[int]string // last note (or "(deleted)") each accounts row's home wrote
 	lwwWrites, homeWrites, violations int
 }
 
