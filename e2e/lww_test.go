@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"sync"
@@ -8,111 +9,96 @@ import (
 	"time"
 
 	"github.com/regiond/regiond/internal/dbtest"
+	"github.com/regiond/regiond/internal/testenv"
 )
 
-const profilesTable = "CREATE TABLE profiles (id BIGINT NOT NULL PRIMARY KEY, name VARCHAR(64) NOT NULL, region VARCHAR(16) NOT NULL, v BIGINT NOT NULL)"
+// newRegion starts a region of the engine ("mysql" or "postgres") and runs
+// that engine's ddl in it.
+func newRegion(t *testing.T, name, engine string, serverID int, ddl map[string][]string) *region {
+	t.Helper()
+	r := &region{name: name}
+	if engine == "postgres" {
+		r.srv = testenv.Postgres(t)
+		r.db = dbtest.OpenPostgres(t, r.srv)
+	} else {
+		r.srv = testenv.MariaDB(t, serverID)
+		r.db = dbtest.Open(t, r.srv)
+	}
+	dbtest.Exec(t, r.db, ddl[engine]...)
+	return r
+}
 
-// TestLastWriterWinsTwoRegions: two regions write the same keys at once,
-// with versions drawn so that both win sometimes and ties happen; deletes
-// too. Afterwards both hold the same rows, every key without a delete holds
-// its highest-version write, and the discarded changes are in
-// regiond_conflicts.
+// TestLastWriterWinsTwoRegions: two MariaDB regions write the same keys at
+// once under last_writer_wins, deletes too.
 func TestLastWriterWinsTwoRegions(t *testing.T) {
-	rs := mariaRegions(t, []string{"east", "west"}, profilesTable)
-	east, west := rs[0], rs[1]
+	testLastWriterWins(t, newRegion(t, "east", "mysql", 1, rulesDDL), newRegion(t, "west", "mysql", 2, rulesDDL))
+}
+
+// TestLastWriterWinsMariaDBAndPostgres: the same with a MariaDB and a
+// PostgreSQL region.
+func TestLastWriterWinsMariaDBAndPostgres(t *testing.T) {
+	testLastWriterWins(t, newRegion(t, "east", "mysql", 1, rulesDDL), newRegion(t, "west", "postgres", 0, rulesDDL))
+}
+
+// testLastWriterWins has each region write the same keys at once, with
+// versions as an application makes them (the time of the write), deletes
+// too. Afterwards the regions hold the same rows, every key without a
+// delete holds its highest-version write, and the discarded changes are in
+// regiond_conflicts.
+func testLastWriterWins(t *testing.T, rs ...*region) {
 	cfg := writeConfig(t, rs, nil, "tables:\n  profiles: {conflict: last_writer_wins, version_column: v}\n")
 	d := newDaemon(t, "run", "--config", cfg)
 	d.start()
-	waitMesh(t, east, west)
-
-	seed := uint64(time.Now().UnixNano())
-	start := time.Now()
-	t.Logf("seed %d", seed)
-	type write struct {
-		v      int64
-		region string
+	waitMesh(t, rs...)
+	// And the local pipelines, which write the tombstones of each region's
+	// own deletes.
+	for _, r := range rs {
+		dbtest.WaitCheckpoint(t, r.db, r.name+"->"+r.name)
 	}
-	var (
-		mu      sync.Mutex
-		best    = map[int]write{}
-		deleted = map[int]bool{}
-		wg      sync.WaitGroup
-	)
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	w := &rulesWorld{best: map[int]int64{}, lwwDeleted: map[int]bool{}}
+	start := time.Now()
+	var wg sync.WaitGroup
+	errs := make(chan error, len(rs))
 	for i, r := range rs {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			rng := rand.New(rand.NewPCG(seed, uint64(i)))
-			for n := range 400 {
-				id := rng.IntN(30)
-				// Versions as an application makes them: the time of the
-				// write (here in microseconds), so they rise across deletes
-				// too; a write that would not raise the row's version in
-				// this region raises it by one.
-				v := time.Since(start).Microseconds()
-				if rng.IntN(25) == 0 {
-					if _, err := r.db.Exec(fmt.Sprintf("DELETE FROM profiles WHERE id = %d", id)); err != nil {
-						t.Error(err)
-						return
-					}
-					mu.Lock()
-					deleted[id] = true
-					mu.Unlock()
-					continue
-				}
-				// The application's rule: a write carries a version above
-				// the row's current one in its region.
-				tx, err := r.db.Begin()
-				if err != nil {
-					t.Error(err)
+			for range 400 {
+				if err := w.lwwWrite(context.Background(), r, rng, rng.IntN(30), start); err != nil {
+					errs <- fmt.Errorf("%s: %w", r.name, err)
 					return
 				}
-				var cur int64
-				if err := tx.QueryRow(fmt.Sprintf("SELECT COALESCE(MAX(v), 0) FROM profiles WHERE id = %d FOR UPDATE", id)).Scan(&cur); err != nil {
-					t.Error(err)
-					tx.Rollback()
-					return
-				}
-				v = max(v, cur+1)
-				if _, err := tx.Exec(fmt.Sprintf("INSERT INTO profiles VALUES (%d, 'n%d-%s', '%s', %d) ON DUPLICATE KEY UPDATE name = VALUES(name), region = VALUES(region), v = VALUES(v)",
-					id, n, r.name, r.name, v)); err != nil {
-					t.Error(err)
-					tx.Rollback()
-					return
-				}
-				if err := tx.Commit(); err != nil {
-					t.Error(err)
-					return
-				}
-				mu.Lock()
-				if b, ok := best[id]; !ok || v > b.v {
-					best[id] = write{v, r.name}
-				}
-				mu.Unlock()
 			}
 		}()
 	}
 	wg.Wait()
-	if t.Failed() {
-		return
-	}
-	dbtest.WaitEqual(t, time.Minute, "profiles", []string{"east", "west"}, east.db, west.db)
-	rows, err := east.db.Query("SELECT id, v FROM profiles")
-	if err != nil {
+	close(errs)
+	for err := range errs {
 		t.Fatal(err)
 	}
-	defer rows.Close()
-	for rows.Next() {
-		var id int
-		var v int64
-		if err := rows.Scan(&id, &v); err != nil {
-			t.Fatal(err)
+	canon := make([]dbtest.Region, len(rs))
+	for i, r := range rs {
+		canon[i] = r.canon()
+	}
+	dbtest.WaitEqualCanonical(t, time.Minute, "profiles", canon...)
+	for id, v := range w.best {
+		if w.lwwDeleted[id] {
+			continue
 		}
-		if b, ok := best[id]; ok && !deleted[id] && v != b.v {
-			t.Errorf("id %d holds version %d, want the highest written, %d", id, v, b.v)
+		for _, r := range rs {
+			var got int64
+			if err := r.db.QueryRow(fmt.Sprintf("SELECT v FROM profiles WHERE id = %d", id)).Scan(&got); err != nil {
+				t.Fatalf("%s: profiles %d: %v", r.name, id, err)
+			}
+			if got != v {
+				t.Errorf("%s: profiles %d holds version %d, want the highest written, %d", r.name, id, got, v)
+			}
 		}
 	}
-	var conflicts int
+	conflicts := 0
 	for _, r := range rs {
 		var n int
 		if err := r.db.QueryRow("SELECT COUNT(*) FROM regiond_conflicts WHERE rule = 'last_writer_wins'").Scan(&n); err != nil {
@@ -120,7 +106,7 @@ func TestLastWriterWinsTwoRegions(t *testing.T) {
 		}
 		conflicts += n
 	}
-	t.Logf("%d conflicts recorded", conflicts)
+	t.Logf("%d writes, %d conflicts recorded", w.lwwWrites, conflicts)
 	if conflicts == 0 {
 		t.Error("concurrent writes to the same keys recorded no conflict")
 	}

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/regiond/regiond/internal/dbtest"
-	"github.com/regiond/regiond/internal/testenv"
 )
 
 // rulesDuration is how long the writers of TestConflictRules run.
@@ -48,17 +47,9 @@ var rulesDDL = map[string][]string{
 // the discarded changes are recorded; nothing echoes.
 func TestConflictRules(t *testing.T) {
 	rs := []*region{
-		{name: "m1", srv: testenv.MariaDB(t, 1)},
-		{name: "m2", srv: testenv.MariaDB(t, 2)},
-		{name: "p1", srv: testenv.Postgres(t)},
-	}
-	for _, r := range rs {
-		if r.engine() == "postgres" {
-			r.db = dbtest.OpenPostgres(t, r.srv)
-		} else {
-			r.db = dbtest.Open(t, r.srv)
-		}
-		dbtest.Exec(t, r.db, rulesDDL[r.engine()]...)
+		newRegion(t, "m1", "mysql", 1, rulesDDL),
+		newRegion(t, "m2", "mysql", 2, rulesDDL),
+		newRegion(t, "p1", "postgres", 0, rulesDDL),
 	}
 	cfg := writeConfig(t, rs, nil, "state_dir: "+t.TempDir()+"\ntables:\n"+
 		"  profiles: {conflict: last_writer_wins, version_column: v}\n"+
