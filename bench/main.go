@@ -4,7 +4,7 @@
 //
 // Usage (from the repository root):
 //
-//	go run ./bench [-inserts 200000] [-updates 100000] [-keep] [-cpuprofile FILE] [-trace FILE]
+//	go run ./bench [-engine mariadb|postgres] [-inserts 200000] [-updates 100000] [-keep] [-cpuprofile FILE] [-trace FILE]
 //
 // A run has these phases:
 //
@@ -48,6 +48,45 @@
 // execution trace (-trace; e.g. go tool trace -pprof=net FILE shows where
 // the sink waits for the target).
 //
+// With -engine postgres, the same run is made with three private
+// PostgreSQL 15 servers (wal_level=logical) and the same backlog, written
+// with the same statements:
+//
+//  1. Setup: the bench table (bigint, integer, varchar(120), char(60),
+//     integer, timestamp(6)) is created in all three servers. Before the
+//     backlog, the source gets CREATE PUBLICATION benchpub FOR TABLE bench
+//     and the native target a subscription to it WITH (copy_data = false,
+//     enabled = false), whose slot is thus created before the backlog; the
+//     regiond pipeline runs once, briefly, so that it creates its
+//     publication, its slot regiond_source_target and its checkpoint.
+//  2. Backlog: as above. Inside the last insert transaction and inside the
+//     last transaction, just before their COMMITs, the source's
+//     pg_current_wal_insert_lsn() is read: every earlier commit ends at or
+//     before it and that commit ends after it, so a replica has applied the
+//     inserts (the backlog) once its applied commit end LSN is past it.
+//  3. Raw rates on the regiond target, each into a fresh table: 1000-row
+//     autocommit INSERTs (SQL text), and one COPY of the same rows (pgx
+//     CopyFrom). Diagnostics (-upserts): sink/postgres's statement form,
+//     INSERT … SELECT … FROM unnest(text arrays) ON CONFLICT DO UPDATE,
+//     4096 rows a statement, for new rows and again for existing rows.
+//  4. Native logical replication: ALTER SUBSCRIPTION benchsub ENABLE, timed
+//     until the remote_lsn of the subscription's replication origin in the
+//     native target (the end LSN of the last source commit it applied) is
+//     past the backlog's end; then disabled again.
+//  5. regiond: the pipeline (source/postgres → sink/postgres under
+//     pipeline.Run, as the daemon wires two Postgres regions) resumes from
+//     its stored position, timed until the LSN in its regiond_checkpoints
+//     row is past the backlog's end.
+//  6. Verify: count and MD5 over all rows in key order, on all three.
+//
+// CHECKPOINT is run in the servers a phase uses before it starts. The CPU
+// time of a PostgreSQL server is its postmaster's and all its processes'
+// (WAL senders, backends, workers). After each replication phase the report
+// also notes how long the source's slot took to confirm the backlog. The
+// report shows regiond/native for the whole backlog and for its inserts and
+// updates parts (target ≥ 1.0× each), and regiond/raw INSERT and
+// regiond/COPY.
+//
 // Progress goes to stderr, the report to stdout. The servers are destroyed
 // at the end, also after an error or Ctrl-C, unless -keep is given.
 package main
@@ -76,6 +115,12 @@ import (
 	"github.com/regiond/regiond/internal/testenv"
 )
 
+// Engines of -engine.
+const (
+	engineMariaDB  = "mariadb"
+	enginePostgres = "postgres"
+)
+
 // Targets regiond should meet, as ratios of its rate to the baselines'.
 const (
 	targetVsNative = 1.0
@@ -84,6 +129,7 @@ const (
 
 // options are the command-line flags.
 type options struct {
+	engine           string // engineMariaDB or enginePostgres
 	inserts, updates int
 	rawRows          int
 	nativeThreads    int
@@ -98,10 +144,11 @@ type options struct {
 
 func parseFlags() options {
 	var o options
+	flag.StringVar(&o.engine, "engine", engineMariaDB, "engine of all three servers: "+engineMariaDB+" (binlog → MariaDB) or "+enginePostgres+" (logical WAL → PostgreSQL)")
 	flag.IntVar(&o.inserts, "inserts", 200_000, "rows the backlog inserts, in 100-row transactions")
 	flag.IntVar(&o.updates, "updates", 100_000, "single-row UPDATEs the backlog makes, in 10-row transactions")
 	flag.IntVar(&o.rawRows, "raw-rows", 0, "rows the raw INSERT phase inserts (default -inserts + -updates)")
-	flag.IntVar(&o.nativeThreads, "native-threads", 0, "slave_parallel_threads of the native replica (0: MariaDB's default, serial apply)")
+	flag.IntVar(&o.nativeThreads, "native-threads", 0, "slave_parallel_threads of the native replica (0: MariaDB's default, serial apply; MariaDB only)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the servers running and their directories at the end")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the regiond phase to this file")
 	flag.StringVar(&o.trace, "trace", "", "write a runtime/trace of the regiond phase to this file")
@@ -123,7 +170,19 @@ func main() {
 		flag.Usage()
 		os.Exit(2)
 	}
-	if err := run(opt); err != nil {
+	if opt.engine != engineMariaDB && opt.engine != enginePostgres {
+		fmt.Fprintf(os.Stderr, "bench: -engine must be %s or %s\n", engineMariaDB, enginePostgres)
+		os.Exit(2)
+	}
+	if opt.engine == enginePostgres && opt.nativeThreads != 0 {
+		fmt.Fprintln(os.Stderr, "bench: -native-threads is for MariaDB only (PostgreSQL 15 applies a subscription with one worker)")
+		os.Exit(2)
+	}
+	runFn := run
+	if opt.engine == enginePostgres {
+		runFn = runPostgres
+	}
+	if err := runFn(opt); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
@@ -182,12 +241,21 @@ func (p phase) rate() float64 { return float64(p.n) / p.d.Seconds() }
 
 // splitRates are a replication phase's rates over the backlog's inserts and
 // over its updates; "–" for other phases.
-func (p phase) splitRates(b *bench) (inserts, updates string) {
-	if p.split <= 0 || p.split >= p.d {
+func (p phase) splitRates(o options) (inserts, updates string) {
+	ins, upd, ok := p.splitRateValues(o)
+	if !ok {
 		return "–", "–"
 	}
-	return fmt.Sprintf("%.0f", float64(b.opt.inserts)/p.split.Seconds()),
-		fmt.Sprintf("%.0f", float64(b.opt.updates)/(p.d-p.split).Seconds())
+	return fmt.Sprintf("%.0f", ins), fmt.Sprintf("%.0f", upd)
+}
+
+// splitRateValues are the numbers behind splitRates; ok is false for a
+// phase without a split.
+func (p phase) splitRateValues(o options) (inserts, updates float64, ok bool) {
+	if p.split <= 0 || p.split >= p.d {
+		return 0, 0, false
+	}
+	return float64(o.inserts) / p.split.Seconds(), float64(o.updates) / (p.d - p.split).Seconds(), true
 }
 
 // noisyShare is the share of the machine's CPU capacity that other
@@ -215,25 +283,36 @@ func (p phase) summary() string {
 	return s
 }
 
-func run(opt options) (err error) {
+// runContext ends on SIGINT/SIGTERM or after opt.timeout.
+func runContext(opt options) (context.Context, func()) {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	ctx, cancel := context.WithTimeout(ctx, opt.timeout)
-	defer cancel()
+	return ctx, func() { cancel(); stop() }
+}
 
+// runLogger logs progress details to stderr (debug with -v).
+func runLogger(opt options) *slog.Logger {
 	level := slog.LevelInfo
 	if opt.verbose {
 		level = slog.LevelDebug
 	}
-	b := &bench{
-		opt:    opt,
-		began:  time.Now(),
-		logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+}
+
+// loadAverage is the machine's 1, 5 and 15 minute load averages.
+func loadAverage() string {
+	data, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return ""
 	}
-	if data, err := os.ReadFile("/proc/loadavg"); err == nil {
-		f := strings.Fields(string(data))
-		b.loadAvg = strings.Join(f[:min(3, len(f))], " ")
-	}
+	f := strings.Fields(string(data))
+	return strings.Join(f[:min(3, len(f))], " ")
+}
+
+func run(opt options) (err error) {
+	ctx, done := runContext(opt)
+	defer done()
+	b := &bench{opt: opt, began: time.Now(), logger: runLogger(opt), loadAvg: loadAverage()}
 	defer func() {
 		if cerr := b.cleanup(); cerr != nil {
 			err = errors.Join(err, cerr)
@@ -312,7 +391,7 @@ func (b *bench) runRaw(ctx context.Context) ([]phase, error) {
 		reset bool // start from an empty table
 	}
 	steps := []step{{fmt.Sprintf("raw INSERT, %d-row statements", rawStmtRows),
-		func() []stmt { return insertStmts(rawTable, rows, rawStmtRows) }, true}}
+		func() []stmt { return insertStmts(mariadbSQL, rawTable, rows, rawStmtRows) }, true}}
 	if b.opt.upserts {
 		steps = append(steps,
 			step{"diagnostic: regiond's upsert form, new rows",
@@ -458,14 +537,14 @@ func (b *bench) writeBacklog(ctx context.Context) error {
 	defer conn.Close()
 	start := time.Now()
 	g := newGen(b.opt.seed)
-	b.insertTxns, err = writeInserts(ctx, conn, g, b.opt.inserts, b.progress)
+	b.insertTxns, err = writeInserts(ctx, sqlExec(conn), mariadbSQL, g, b.opt.inserts, b.progress)
 	if err != nil {
 		return fmt.Errorf("source: %w", err)
 	}
 	if b.midPos, err = gtidBinlogPos(ctx, b.source.db); err != nil {
 		return fmt.Errorf("source: %w", err)
 	}
-	updateTxns, err := writeUpdates(ctx, conn, g, b.opt.inserts, b.opt.updates, b.progress)
+	updateTxns, err := writeUpdates(ctx, sqlExec(conn), mariadbSQL, g, b.opt.inserts, b.opt.updates, b.progress)
 	if err != nil {
 		return fmt.Errorf("source: %w", err)
 	}
@@ -526,7 +605,7 @@ func (b *bench) report(ctx context.Context, w io.Writer, raw, native, reg phase,
 	fmt.Fprintln(w, "| path | count | seconds | rate | inserts part /s | updates part /s | CPU s: source / target / bench process / other processes |")
 	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---|")
 	for _, p := range append([]phase{raw, native, reg}, diags...) {
-		ins, upd := p.splitRates(b)
+		ins, upd := p.splitRates(b.opt)
 		name := p.name
 		if p.noisy() {
 			name += " (NOISY)"

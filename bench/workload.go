@@ -26,8 +26,45 @@ const (
 		"`ts` DATETIME(6) NULL" +
 		") ENGINE=InnoDB"
 
+	// pgCreateBench is the same table in PostgreSQL (-engine postgres).
+	pgCreateBench = `CREATE TABLE "` + benchTable + `" (` +
+		`"id" bigint NOT NULL PRIMARY KEY,` +
+		`"k" integer NOT NULL,` +
+		`"c" varchar(120) NOT NULL,` +
+		`"pad" char(60) NOT NULL,` +
+		`"n" integer NULL,` +
+		`"ts" timestamp(6) NULL` +
+		`)`
+
 	insertHead = " (`id`, `k`, `c`, `pad`, `n`, `ts`) VALUES "
 )
+
+// benchColumns are the bench table's columns, in order.
+var benchColumns = []string{"id", "k", "c", "pad", "n", "ts"}
+
+// dialect is how one engine's SQL text quotes identifiers. The generated
+// values are plain ASCII literals that both engines read the same way.
+type dialect struct{ quote string }
+
+var (
+	mariadbSQL  = dialect{"`"}
+	postgresSQL = dialect{`"`}
+)
+
+// ident quotes a (plain, quote-free) identifier.
+func (d dialect) ident(name string) string { return d.quote + name + d.quote }
+
+// insertHead is the column list and VALUES keyword of a bench INSERT.
+func (d dialect) insertHead() string {
+	if d == mariadbSQL {
+		return insertHead
+	}
+	cols := make([]string, len(benchColumns))
+	for i, c := range benchColumns {
+		cols[i] = d.ident(c)
+	}
+	return " (" + strings.Join(cols, ", ") + ") VALUES "
+}
 
 // Workload shape.
 const (
@@ -137,14 +174,14 @@ func (r *row) appendArgs(a []any) []any {
 }
 
 // appendUpdate appends one single-row UPDATE of a random existing key
-// (1..maxID), ending with ';'. Every update changes the row (k grows), so
-// each one is exactly one row change in the binlog.
-func (g *gen) appendUpdate(b []byte, maxID int) []byte {
+// (1..maxID) in dialect d, ending with ';'. Every update changes the row (k
+// grows), so each one is exactly one row change in the binlog (WAL).
+func (g *gen) appendUpdate(d dialect, b []byte, maxID int) []byte {
 	r := g.row(1 + g.r.Int64N(int64(maxID)))
-	b = append(b, "UPDATE `"+benchTable+"` SET `k` = `k` + 1, `c` = '"...)
-	b = append(append(b, r.c...), "', `n` = "...)
+	b = append(b, "UPDATE "+d.ident(benchTable)+" SET "+d.ident("k")+" = "+d.ident("k")+" + 1, "+d.ident("c")+" = '"...)
+	b = append(append(b, r.c...), "', "+d.ident("n")+" = "...)
 	b = r.appendN(b)
-	b = append(append(append(b, ", `ts` = '"...), r.ts...), "' WHERE `id` = "...)
+	b = append(append(append(b, ", "+d.ident("ts")+" = '"...), r.ts...), "' WHERE "+d.ident("id")+" = "...)
 	b = strconv.AppendInt(b, r.id, 10)
 	return append(b, ';')
 }
@@ -155,13 +192,14 @@ type stmt struct {
 	args []any
 }
 
-// insertStmts returns multi-row INSERTs of rows into table, as SQL text,
-// perStmt rows per statement (the last may hold fewer).
-func insertStmts(table string, rows []row, perStmt int) []stmt {
+// insertStmts returns multi-row INSERTs of rows into table, as SQL text in
+// dialect d, perStmt rows per statement (the last may hold fewer).
+func insertStmts(d dialect, table string, rows []row, perStmt int) []stmt {
 	var stmts []stmt
 	var b []byte
+	head := "INSERT INTO " + d.ident(table) + d.insertHead()
 	for start := 0; start < len(rows); start += perStmt {
-		b = append(b[:0], "INSERT INTO `"+table+"`"+insertHead...)
+		b = append(b[:0], head...)
 		for i, r := range rows[start:min(start+perStmt, len(rows))] {
 			if i > 0 {
 				b = append(b, ',')
@@ -210,14 +248,30 @@ func execAll(ctx context.Context, conn *sql.Conn, stmts []stmt) error {
 	return nil
 }
 
-// writeInserts writes the first part of the backlog on conn: inserts new
-// rows with keys 1..inserts in insertTxnRows-row INSERTs, each one
-// autocommit transaction. It returns the number of transactions written.
-func writeInserts(ctx context.Context, conn *sql.Conn, g *gen, inserts int, progress func(string, ...any)) (int, error) {
+// execFunc runs one backlog transaction on the source: a single autocommit
+// statement, or "BEGIN;…;COMMIT" sent in one round trip. last is set for
+// the last transaction of a part of the backlog (inserts, updates), so that
+// the Postgres mode can record the WAL position just before its commit.
+type execFunc func(ctx context.Context, q string, last bool) error
+
+// sqlExec is the execFunc of a database/sql connection (MariaDB mode).
+func sqlExec(conn *sql.Conn) execFunc {
+	return func(ctx context.Context, q string, _ bool) error {
+		_, err := conn.ExecContext(ctx, q)
+		return err
+	}
+}
+
+// writeInserts writes the first part of the backlog with exec: inserts new
+// rows with keys 1..inserts in insertTxnRows-row INSERTs (in dialect d),
+// each one autocommit transaction. It returns the number of transactions
+// written.
+func writeInserts(ctx context.Context, exec execFunc, d dialect, g *gen, inserts int, progress func(string, ...any)) (int, error) {
 	txns := 0
 	last := time.Now()
-	for i, st := range insertStmts(benchTable, g.rows(1, inserts), insertTxnRows) {
-		if _, err := conn.ExecContext(ctx, st.q); err != nil {
+	stmts := insertStmts(d, benchTable, g.rows(1, inserts), insertTxnRows)
+	for i, st := range stmts {
+		if err := exec(ctx, st.q, i == len(stmts)-1); err != nil {
 			return txns, fmt.Errorf("backlog insert #%d: %w", i+1, err)
 		}
 		txns++
@@ -229,12 +283,12 @@ func writeInserts(ctx context.Context, conn *sql.Conn, g *gen, inserts int, prog
 	return txns, nil
 }
 
-// writeUpdates writes the second part of the backlog on conn, whose DSN
-// must allow multiple statements: updates single rows by random primary key
-// (1..maxID) in transactions of updateTxnStmts UPDATEs, each transaction
-// sent as one "BEGIN; UPDATE ...; ...; COMMIT" round trip. It returns the
-// number of transactions written.
-func writeUpdates(ctx context.Context, conn *sql.Conn, g *gen, maxID, updates int, progress func(string, ...any)) (int, error) {
+// writeUpdates writes the second part of the backlog with exec, whose
+// connection must allow multiple statements: updates single rows by random
+// primary key (1..maxID) in transactions of updateTxnStmts UPDATEs (in
+// dialect d), each transaction sent as one "BEGIN;UPDATE ...;...;COMMIT"
+// round trip. It returns the number of transactions written.
+func writeUpdates(ctx context.Context, exec execFunc, d dialect, g *gen, maxID, updates int, progress func(string, ...any)) (int, error) {
 	txns := 0
 	last := time.Now()
 	var b []byte
@@ -242,10 +296,10 @@ func writeUpdates(ctx context.Context, conn *sql.Conn, g *gen, maxID, updates in
 		n := min(updateTxnStmts, updates-done)
 		b = append(b[:0], "BEGIN;"...)
 		for range n {
-			b = g.appendUpdate(b, maxID)
+			b = g.appendUpdate(d, b, maxID)
 		}
 		b = append(b, "COMMIT"...)
-		if _, err := conn.ExecContext(ctx, string(b)); err != nil {
+		if err := exec(ctx, string(b), done+n == updates); err != nil {
 			return txns, fmt.Errorf("backlog update transaction #%d: %w", txns+1, err)
 		}
 		txns++
