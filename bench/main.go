@@ -309,10 +309,22 @@ func loadAverage() string {
 	return strings.Join(f[:min(3, len(f))], " ")
 }
 
-func run(opt options) (err error) {
+// engineBench is one engine's benchmark: its servers and its phases.
+type engineBench interface {
+	// setup starts the servers, creates the table, sets both replicas up
+	// before the backlog and writes the backlog.
+	setup(ctx context.Context) error
+	// measure runs the timed phases, verifies the copies and reports.
+	measure(ctx context.Context) error
+	// cleanup stops and removes the servers (unless -keep).
+	cleanup() error
+}
+
+// drive runs b until it is done, interrupted or timed out, and always
+// cleans up.
+func drive(opt options, b engineBench) (err error) {
 	ctx, done := runContext(opt)
 	defer done()
-	b := &bench{opt: opt, began: time.Now(), logger: runLogger(opt), loadAvg: loadAverage()}
 	defer func() {
 		if cerr := b.cleanup(); cerr != nil {
 			err = errors.Join(err, cerr)
@@ -324,20 +336,27 @@ func run(opt options) (err error) {
 			err = fmt.Errorf("%w (%w)", context.Cause(ctx), err)
 		}
 	}()
+	if err := b.setup(ctx); err != nil {
+		return err
+	}
+	return b.measure(ctx)
+}
 
-	if err := b.startServers(ctx); err != nil {
-		return err
-	}
-	if err := b.createTables(ctx); err != nil {
-		return err
-	}
-	if err := b.prepareReplicas(ctx); err != nil {
-		return err
-	}
-	if err := b.writeBacklog(ctx); err != nil {
-		return err
-	}
+func run(opt options) error {
+	return drive(opt, &bench{opt: opt, began: time.Now(), logger: runLogger(opt), loadAvg: loadAverage()})
+}
 
+func (b *bench) setup(ctx context.Context) error {
+	for _, step := range []func(context.Context) error{b.startServers, b.createTables, b.prepareReplicas, b.writeBacklog} {
+		if err := step(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (b *bench) measure(ctx context.Context) error {
+	opt := b.opt
 	raws, err := b.runRaw(ctx)
 	if err != nil {
 		return fmt.Errorf("raw INSERT phase: %w", err)

@@ -82,34 +82,21 @@ func (b *pgBench) progress(format string, args ...any) {
 }
 
 // runPostgres is run for -engine postgres.
-func runPostgres(opt options) (err error) {
-	ctx, done := runContext(opt)
-	defer done()
-	b := &pgBench{opt: opt, began: time.Now(), logger: runLogger(opt), loadAvg: loadAverage()}
-	defer func() {
-		if cerr := b.cleanup(); cerr != nil {
-			err = errors.Join(err, cerr)
-		}
-	}()
-	defer func() {
-		if err != nil && ctx.Err() != nil {
-			err = fmt.Errorf("%w (%w)", context.Cause(ctx), err)
-		}
-	}()
+func runPostgres(opt options) error {
+	return drive(opt, &pgBench{opt: opt, began: time.Now(), logger: runLogger(opt), loadAvg: loadAverage()})
+}
 
-	if err := b.startServers(ctx); err != nil {
-		return err
+func (b *pgBench) setup(ctx context.Context) error {
+	for _, step := range []func(context.Context) error{b.startServers, b.createTables, b.prepareReplicas, b.writeBacklog} {
+		if err := step(ctx); err != nil {
+			return err
+		}
 	}
-	if err := b.createTables(ctx); err != nil {
-		return err
-	}
-	if err := b.prepareReplicas(ctx); err != nil {
-		return err
-	}
-	if err := b.writeBacklog(ctx); err != nil {
-		return err
-	}
+	return nil
+}
 
+func (b *pgBench) measure(ctx context.Context) error {
+	opt := b.opt
 	raws, err := b.runRaw(ctx)
 	if err != nil {
 		return fmt.Errorf("raw phase: %w", err)
