@@ -264,11 +264,17 @@ func (in *pgInspector) readSlots(ctx context.Context) ([]pgSlot, error) {
 }
 
 // pipelineSlots returns the slots of this config's pipelines out of this
-// region, mapped to their target region.
+// region, mapped to their target region. With a last_writer_wins or
+// home_region table, the region's local pipeline (its own log, applied to
+// itself) needs one too.
 func (in *pgInspector) pipelineSlots() map[string]string {
+	local := false
+	for _, t := range in.cfg.Tables {
+		local = local || t.Rule() == config.RuleLastWriterWins || t.Rule() == config.RuleHomeRegion
+	}
 	m := map[string]string{}
 	for _, o := range in.cfg.Regions {
-		if o.Name != in.region.Name {
+		if o.Name != in.region.Name || local {
 			m[pgSlotName(in.region.Name, o.Name)] = o.Name
 		}
 	}
