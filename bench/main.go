@@ -311,9 +311,9 @@ func loadAverage() string {
 
 // engineBench is one engine's benchmark: its servers and its phases.
 type engineBench interface {
-	// setup starts the servers, creates the table, sets both replicas up
-	// before the backlog and writes the backlog.
-	setup(ctx context.Context) error
+	// setupSteps start the servers, create the table, set both replicas up
+	// before the backlog and write the backlog, in order.
+	setupSteps() []func(context.Context) error
 	// measure runs the timed phases, verifies the copies and reports.
 	measure(ctx context.Context) error
 	// cleanup stops and removes the servers (unless -keep).
@@ -336,8 +336,10 @@ func drive(opt options, b engineBench) (err error) {
 			err = fmt.Errorf("%w (%w)", context.Cause(ctx), err)
 		}
 	}()
-	if err := b.setup(ctx); err != nil {
-		return err
+	for _, step := range b.setupSteps() {
+		if err := step(ctx); err != nil {
+			return err
+		}
 	}
 	return b.measure(ctx)
 }
@@ -346,13 +348,8 @@ func run(opt options) error {
 	return drive(opt, &bench{opt: opt, began: time.Now(), logger: runLogger(opt), loadAvg: loadAverage()})
 }
 
-func (b *bench) setup(ctx context.Context) error {
-	for _, step := range []func(context.Context) error{b.startServers, b.createTables, b.prepareReplicas, b.writeBacklog} {
-		if err := step(ctx); err != nil {
-			return err
-		}
-	}
-	return nil
+func (b *bench) setupSteps() []func(context.Context) error {
+	return []func(context.Context) error{b.startServers, b.createTables, b.prepareReplicas, b.writeBacklog}
 }
 
 func (b *bench) measure(ctx context.Context) error {

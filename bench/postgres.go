@@ -86,13 +86,8 @@ func runPostgres(opt options) error {
 	return drive(opt, &pgBench{opt: opt, began: time.Now(), logger: runLogger(opt), loadAvg: loadAverage()})
 }
 
-func (b *pgBench) setup(ctx context.Context) error {
-	for _, step := range []func(context.Context) error{b.startServers, b.createTables, b.prepareReplicas, b.writeBacklog} {
-		if err := step(ctx); err != nil {
-			return err
-		}
-	}
-	return nil
+func (b *pgBench) setupSteps() []func(context.Context) error {
+	return []func(context.Context) error{b.startServers, b.createTables, b.prepareReplicas, b.writeBacklog}
 }
 
 func (b *pgBench) measure(ctx context.Context) error {

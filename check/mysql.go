@@ -798,27 +798,14 @@ func topLevelIndex(s, sep string) int {
 // splitTopLevel splits a privilege list at commas outside parentheses.
 func splitTopLevel(s string) []string {
 	var out []string
-	depth, start := 0, 0
-	var quote byte
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case quote != 0:
-			if c == quote {
-				quote = 0
-			}
-		case c == '`' || c == '\'' || c == '"':
-			quote = c
-		case c == '(':
-			depth++
-		case c == ')':
-			depth--
-		case c == ',' && depth == 0:
-			out = append(out, strings.TrimSpace(s[start:i]))
-			start = i + 1
+	for {
+		i := topLevelIndex(s, ",")
+		if i < 0 {
+			return append(out, strings.TrimSpace(s))
 		}
+		out = append(out, strings.TrimSpace(s[:i]))
+		s = s[i+1:]
 	}
-	return append(out, strings.TrimSpace(s[start:]))
 }
 
 // splitObject splits a grant object such as *.*, `app`.* or `app`.`t` into
