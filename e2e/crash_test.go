@@ -108,6 +108,7 @@ func TestCrashConsistency(t *testing.T) {
 	for _, table := range []string{"items", "txlog"} {
 		dbtest.WaitEqual(t, 3*time.Minute, table, []string{"east", "west"}, east.db, west.db)
 	}
+	assertNoRemoteConflicts(t, east, west)
 	var rows, attempts int64
 	if err := west.db.QueryRow("SELECT COUNT(*) FROM txlog").Scan(&rows); err != nil {
 		t.Fatal(err)

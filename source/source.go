@@ -62,6 +62,10 @@ type Table struct {
 	Columns []Column
 	// PK lists the indexes in Columns of the primary key, in key order.
 	PK []int
+	// KeyOnlyBefore says that the before images of updates and deletes
+	// hold only the primary key (the other values are nil): a PostgreSQL
+	// table with REPLICA IDENTITY DEFAULT.
+	KeyOnlyBefore bool
 }
 
 // Key returns the primary key values of row.

@@ -223,8 +223,14 @@ func (w *writer) Commit(ctx context.Context, pos checkpoint.Position) error {
 
 // Exec writes changes in source order: segments of tables without a
 // conflict rule as multi-row statements; steps of last_writer_wins tables
-// through a locking read, the rule's decisions and guarded writes.
+// through a locking read, the rule's decisions and guarded writes. The
+// rows that apply_remote changes overwrite are read first (one locking
+// read per table) and compared with what the changes' sources saw.
 func (w *writer) Exec(ctx context.Context, changes []source.Change) error {
+	remote, err := batch.CheckRemote(ctx, w, w.a.cfg.Rules, changes)
+	if err != nil {
+		return err
+	}
 	for _, st := range batch.Plan(w.a.cfg.Rules, changes) {
 		if st.Segment == nil {
 			if _, err := batch.ApplyLWW(ctx, w, w.a.cfg.Rules, st); err != nil {
@@ -248,6 +254,9 @@ func (w *writer) Exec(ctx context.Context, changes []source.Change) error {
 		if err := w.writeRows(ctx, seg.Table, rows, modeUpsert); err != nil {
 			return err
 		}
+	}
+	if len(remote) > 0 {
+		return w.Record(ctx, remote)
 	}
 	return nil
 }

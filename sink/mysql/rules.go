@@ -1,6 +1,7 @@
 package mysql
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"errors"
@@ -16,7 +17,10 @@ import (
 	"github.com/regiond/regiond/source"
 )
 
-var _ batch.RuleTarget = (*writer)(nil)
+var (
+	_ batch.RuleTarget   = (*writer)(nil)
+	_ batch.RemoteTarget = (*writer)(nil)
+)
 
 // errInsertRace marks a guarded INSERT that met a row a local transaction
 // inserted after the locking read: the batch is retried, and re-read.
@@ -152,14 +156,14 @@ func keyColumns(t *source.Table) string {
 	return "(" + strings.Join(cs, ",") + ")"
 }
 
-// Lock implements batch.RuleTarget: one locking read of the rows, one of
-// their tombstones.
-func (w *writer) Lock(ctx context.Context, t *source.Table, keys []source.Row) ([]batch.Current, error) {
+// readRows reads the current row of each key (nil where none), locking
+// them, in canonical values.
+func (w *writer) readRows(ctx context.Context, t *source.Table, keys []source.Row) ([]source.Row, []targetColumn, error) {
 	cols, err := w.columnsOf(ctx, t)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	out := make([]batch.Current, len(keys))
+	out := make([]source.Row, len(keys))
 	index := make(map[string]int, len(keys))
 	for i, k := range keys {
 		index[source.KeyJSON(t, k)] = i
@@ -169,11 +173,15 @@ func (w *writer) Lock(ctx context.Context, t *source.Table, keys []source.Row) (
 		exprs[i] = c.expr
 	}
 	ph, args := keyArgs(t, keys)
-	rows, err := w.tx.QueryContext(ctx, "SELECT "+strings.Join(exprs, ",")+" FROM "+quote(t.Name)+
+	// FORCE INDEX: on a small table the optimizer prefers a full scan,
+	// which locks (and waits for) every row it reads, also rows the
+	// applications are writing, instead of only the keys.
+	rows, err := w.tx.QueryContext(ctx, "SELECT "+strings.Join(exprs, ",")+" FROM "+quote(t.Name)+" FORCE INDEX (PRIMARY)"+
 		" WHERE "+keyColumns(t)+" IN ("+ph+") FOR UPDATE", args...)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	defer rows.Close()
 	raw := make([]sql.RawBytes, len(cols))
 	ptrs := make([]any, len(cols))
 	for i := range raw {
@@ -181,23 +189,58 @@ func (w *writer) Lock(ctx context.Context, t *source.Table, keys []source.Row) (
 	}
 	for rows.Next() {
 		if err := rows.Scan(ptrs...); err != nil {
-			rows.Close()
-			return nil, err
+			return nil, nil, err
 		}
 		row := make(source.Row, len(cols))
 		for i, c := range cols {
 			if row[i], err = c.canonical(raw[i]); err != nil {
-				rows.Close()
-				return nil, fmt.Errorf("table %s column %s: %w", t.Name, t.Columns[i].Name, err)
+				return nil, nil, fmt.Errorf("table %s column %s: %w", t.Name, t.Columns[i].Name, err)
 			}
 		}
 		if i, ok := index[source.KeyJSON(t, row)]; ok {
-			out[i].Row = row
+			out[i] = row
 		}
 	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
+	return out, cols, rows.Err()
+}
+
+// ReadRows implements batch.RemoteTarget.
+func (w *writer) ReadRows(ctx context.Context, t *source.Table, keys []source.Row) ([]source.Row, func(int, any) any, error) {
+	rows, cols, err := w.readRows(ctx, t, keys)
+	if err != nil {
+		return nil, nil, err
+	}
+	return rows, func(i int, v any) any { return cols[i].stored(v) }, nil
+}
+
+// stored maps a value to the form in which the column keeps it where a
+// log image and a read disagree: BINARY(n) is padded with zero bytes,
+// which the binlog strips; CHAR(n) is read without its trailing spaces,
+// which a PostgreSQL character(n) image carries.
+func (c targetColumn) stored(v any) any {
+	switch c.kind {
+	case "binary":
+		if b, ok := v.([]byte); ok {
+			return bytes.TrimRight(b, "\x00")
+		}
+	case "char":
+		if s, ok := v.(string); ok {
+			return strings.TrimRight(s, " ")
+		}
+	}
+	return v
+}
+
+// Lock implements batch.RuleTarget: one locking read of the rows, one of
+// their tombstones.
+func (w *writer) Lock(ctx context.Context, t *source.Table, keys []source.Row) ([]batch.Current, error) {
+	rs, _, err := w.readRows(ctx, t, keys)
+	if err != nil {
 		return nil, err
+	}
+	out := make([]batch.Current, len(keys))
+	for i, r := range rs {
+		out[i].Row = r
 	}
 
 	hashes := make([]any, 0, len(keys)+1)
@@ -332,12 +375,15 @@ func (w *writer) Record(ctx context.Context, cs []batch.Conflict) error {
 			q.WriteByte(',')
 		}
 		q.WriteString("(UTC_TIMESTAMP(6),?,?,?,?,?,?,?,?,?,?)")
-		var kept any
+		var kept, lost any
 		if c.Kept != nil {
 			kept = string(source.RowJSON(c.Table, c.Kept))
 		}
+		if c.Lost != nil {
+			lost = string(source.RowJSON(c.Table, c.Lost))
+		}
 		args = append(args, c.Pipeline, c.Table.Name, source.KeyJSON(c.Table, c.Key), c.Rule, c.Winner, c.Loser,
-			kept, string(source.RowJSON(c.Table, c.Lost)), c.Reason, c.Position)
+			kept, lost, c.Reason, c.Position)
 	}
 	if _, err := w.tx.ExecContext(ctx, q.String(), args...); err != nil {
 		return err

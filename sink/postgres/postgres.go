@@ -369,9 +369,15 @@ func (t *target) send(ctx context.Context, b *pgx.Batch) error {
 // conflict rule as one statement per segment and chunk of rows, all sent as
 // one pipelined batch; steps of last_writer_wins tables through a locking
 // read, the rule's decisions and guarded writes (see rules.go), which send
-// what is queued before each locking read.
+// what is queued before each locking read. The rows that apply_remote
+// changes overwrite are read first (one locking read per table) and
+// compared with what the changes' sources saw.
 func (t *target) Exec(ctx context.Context, changes []source.Change) error {
 	rules := t.a.cfg.Rules
+	remote, err := batch.CheckRemote(ctx, t, rules, changes)
+	if err != nil {
+		return err
+	}
 	b := t.take()
 	for _, st := range batch.Plan(rules, changes) {
 		if st.Segment == nil {
@@ -398,6 +404,13 @@ func (t *target) Exec(ctx context.Context, changes []source.Change) error {
 				t.queueUpdate(b, u, p, seg.Table.Name, partial[u])
 			}
 		}
+	}
+	if len(remote) > 0 {
+		t.pending = b
+		if err := t.Record(ctx, remote); err != nil {
+			return err
+		}
+		b = t.take()
 	}
 	return t.send(ctx, b)
 }

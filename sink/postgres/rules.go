@@ -20,7 +20,10 @@ import (
 	pgsource "github.com/regiond/regiond/source/postgres"
 )
 
-var _ batch.RuleTarget = (*target)(nil)
+var (
+	_ batch.RuleTarget   = (*target)(nil)
+	_ batch.RemoteTarget = (*target)(nil)
+)
 
 // errInsertRace marks a guarded INSERT that met a row a local transaction
 // inserted after the locking read: the batch is retried, and re-read.
@@ -156,16 +159,8 @@ func (t *target) Lock(ctx context.Context, st *source.Table, keys []source.Row) 
 	keyArgs := columnArrays(p, p.key, keys)
 
 	b := t.take()
-	// The key as the server reads it, so that keys equal in the target lock
-	// the same, whatever engine their values came from.
-	var kcast strings.Builder
-	for n, i := range p.key {
-		if n > 0 {
-			kcast.WriteString(", ")
-		}
-		kcast.WriteString("u.v" + strconv.Itoa(n+1) + "::" + p.cols[i].cast)
-	}
-	b.Queue("SELECT count(pg_advisory_xact_lock(h)) FROM (SELECT DISTINCT hashtextextended($1 || ROW("+kcast.String()+")::text, 0) AS h"+
+	kcast := keyCast(p)
+	b.Queue("SELECT count(pg_advisory_xact_lock(h)) FROM (SELECT DISTINCT hashtextextended($1 || ROW("+kcast+")::text, 0) AS h"+
 		" FROM unnest("+arrayParams(2, len(p.key))+") AS u("+aliases(len(p.key))+") ORDER BY 1) AS k",
 		append([]any{"regiond_lww:" + p.table.ident}, keyArgs...)...)
 	hashes := keyHashes(st, keys)
@@ -204,13 +199,46 @@ func (t *target) Lock(ctx context.Context, st *source.Table, keys []source.Row) 
 		return nil, err
 	}
 
+	rows, err := t.readRows(ctx, st, p, types, kcast, keyArgs, keys)
+	if err != nil {
+		return nil, err
+	}
+	for i, r := range rows {
+		out[i].Row = r
+	}
+	return out, nil
+}
+
+// keyCast is the key of a row of unnest(keyArgs) AS u(v1, ...) as the
+// server reads it, e.g. "u.v1::bigint", so that keys equal in the target
+// compare equal whatever engine their values came from.
+func keyCast(p *plan) string {
+	var kcast strings.Builder
+	for n, i := range p.key {
+		if n > 0 {
+			kcast.WriteString(", ")
+		}
+		kcast.WriteString("u.v" + strconv.Itoa(n+1) + "::" + p.cols[i].cast)
+	}
+	return kcast.String()
+}
+
+// readRows reads, locking them, the current rows of keys (nil where none)
+// in one statement, in text format, converted as the log reader converts
+// pgoutput's text (which is the same output of each type). Whatever t has
+// queued is sent first.
+func (t *target) readRows(ctx context.Context, st *source.Table, p *plan, types []readType, kcast string, keyArgs []any, keys []source.Row) ([]source.Row, error) {
+	if err := t.send(ctx, t.take()); err != nil {
+		return nil, err
+	}
+	out := make([]source.Row, len(keys))
 	var sel strings.Builder
 	sel.WriteString("SELECT u.n")
 	for _, c := range p.cols {
 		sel.WriteString(", r." + pgconn.Ident(c.name))
 	}
 	sel.WriteString(" FROM unnest(" + arrayParams(1, len(p.key)) + ") WITH ORDINALITY AS u(" + aliases(len(p.key)) + ", n)" +
-		" JOIN " + p.table.ident + " AS r ON (" + p.keyList("r.") + ") = (" + kcast.String() + ") FOR UPDATE OF r")
+		" JOIN " + p.table.ident + " AS r ON (" + p.keyList("r.") + ") = (" + kcast + ") FOR UPDATE OF r")
 	// Text format: each value in its type's output, as pgoutput sends it
 	// (a cast to text would differ for boolean, character(n) and inet).
 	args := append([]any{pgx.QueryResultFormats{pgx.TextFormatCode}}, keyArgs...)
@@ -237,10 +265,40 @@ func (t *target) Lock(ctx context.Context, st *source.Table, keys []source.Row) 
 					t.a.cfg.Target, st.Name, source.KeyJSON(st, keys[n-1]), st.Columns[i].Name, err))
 			}
 		}
-		out[n-1].Row = row
+		out[n-1] = row
 	}
 	return out, rows.Err()
 }
+
+// ReadRows implements batch.RemoteTarget: one locking read of the rows.
+func (t *target) ReadRows(ctx context.Context, st *source.Table, keys []source.Row) ([]source.Row, func(int, any) any, error) {
+	p, err := t.plan(ctx, st)
+	if err != nil {
+		return nil, nil, err
+	}
+	ri, err := t.ruleInfo(ctx, p)
+	if err != nil {
+		return nil, nil, err
+	}
+	types := pick(p, ri.types)
+	rows, err := t.readRows(ctx, st, p, types, keyCast(p), columnArrays(p, p.key, keys), keys)
+	if err != nil {
+		return nil, nil, err
+	}
+	return rows, func(i int, v any) any {
+		// character(n) is read padded with spaces to n, which an image
+		// from a MySQL CHAR column does not carry.
+		if types[i].oid == bpcharOID {
+			if s, ok := v.(string); ok {
+				return strings.TrimRight(s, " ")
+			}
+		}
+		return v
+	}, nil
+}
+
+// bpcharOID is the type of character(n) columns.
+const bpcharOID = 1042
 
 // arrayParams is "$from::text[], $from+1::text[], ..." for n parameters.
 func arrayParams(from, n int) string {

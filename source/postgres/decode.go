@@ -169,7 +169,7 @@ func (d *decoder) define(ctx context.Context, rel *relation, m *pglogrepl.Relati
 	case identIndex:
 		return pipeline.Permanent(fmt.Errorf("region %s: table %s has REPLICA IDENTITY USING INDEX in the WAL, so deletes do not carry its primary key: ALTER TABLE %s REPLICA IDENTITY FULL (or DEFAULT)", d.region, qn, qn))
 	}
-	t := &source.Table{Name: m.RelationName, Columns: make([]source.Column, len(m.Columns))}
+	t := &source.Table{Name: m.RelationName, Columns: make([]source.Column, len(m.Columns)), KeyOnlyBefore: rel.ident != identFull}
 	oids := make([]uint32, len(m.Columns))
 	var flagged []string
 	for i, c := range m.Columns {
