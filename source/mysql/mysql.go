@@ -259,7 +259,10 @@ type tableDef struct {
 	// kinds says which canonical type each column's values become.
 	kinds []kind
 	bits  []int // BIT column widths
-	keep  bool  // a configured table of the configured database
+	// pad gives BINARY(n) columns their width n: the binlog drops the
+	// trailing zero bytes the column stores, a read returns them.
+	pad  map[int]int
+	keep bool // a configured table of the configured database
 }
 
 // kind is how a column's raw go-mysql value becomes a canonical value.
@@ -466,8 +469,12 @@ func (d *decoder) def(tm *replication.TableMapEvent) (*tableDef, error) {
 		def.enums = tm.EnumStrValueMap()
 		def.sets = tm.SetStrValueMap()
 		def.text = map[int]*encoding.Decoder{}
+		def.pad = map[int]int{}
 		for i, coll := range tm.CollationMap() {
 			if coll == binaryCollation {
+				if n, ok := binaryWidth(t.Columns[i].Type, tm.ColumnMeta[i]); ok {
+					def.pad[i] = n
+				}
 				continue
 			}
 			dec, err := textDecoder(coll)
@@ -606,7 +613,7 @@ func (def *tableDef) convert(raw []any) (source.Row, error) {
 			}
 			// go-mysql may hand out slices of its read buffer. An empty
 			// value stays non-nil: nil would be written as NULL.
-			raw[i] = append(make([]byte, 0, len(x)), x...)
+			raw[i] = padBinary(append(make([]byte, 0, len(x)), x...), def.pad[i])
 		case string:
 			if dec, ok := def.text[i]; ok && dec != nil {
 				s, err := decodeText(dec, []byte(x))
@@ -616,11 +623,38 @@ func (def *tableDef) convert(raw []any) (source.Row, error) {
 				raw[i] = s
 			} else if _, ok := def.text[i]; !ok {
 				// A binary string column (BINARY/VARBINARY) decoded as string.
-				raw[i] = []byte(x)
+				raw[i] = padBinary([]byte(x), def.pad[i])
 			}
 		}
 	}
 	return source.Row(raw), nil
+}
+
+// binaryWidth returns n for a BINARY(n) column (a fixed-length string
+// column), from its table-map type and metadata.
+func binaryWidth(typ byte, meta uint16) (int, bool) {
+	if typ != gomysql.MYSQL_TYPE_STRING {
+		return 0, false
+	}
+	real, length := byte(meta>>8), int(meta&0xff)
+	if meta >= 256 && real&0x30 != 0x30 {
+		// Widths above 255 keep two more bits in the type byte.
+		length |= int((real&0x30)^0x30) << 4
+		real |= 0x30
+	}
+	if meta < 256 {
+		real = gomysql.MYSQL_TYPE_STRING
+	}
+	return length, real == gomysql.MYSQL_TYPE_STRING
+}
+
+// padBinary restores the zero bytes a BINARY(n) value stores after its
+// logged bytes.
+func padBinary(b []byte, n int) []byte {
+	if len(b) >= n {
+		return b
+	}
+	return append(b, make([]byte, n-len(b))...)
 }
 
 func toInt64(v any) int64 {
