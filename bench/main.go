@@ -113,6 +113,7 @@ import (
 
 	"github.com/regiond/regiond/internal/mysqlconn"
 	"github.com/regiond/regiond/internal/testenv"
+	"github.com/regiond/regiond/sink/batch"
 )
 
 // Engines of -engine.
@@ -140,6 +141,7 @@ type options struct {
 	seed             uint64
 	timeout          time.Duration
 	verbose          bool
+	remoteCheck      bool
 }
 
 func parseFlags() options {
@@ -156,6 +158,7 @@ func parseFlags() options {
 	flag.Uint64Var(&o.seed, "seed", 1, "seed of the generated data")
 	flag.DurationVar(&o.timeout, "timeout", time.Hour, "give up after this long")
 	flag.BoolVar(&o.verbose, "v", false, "show the pipeline's debug logs")
+	flag.BoolVar(&o.remoteCheck, "remote-check", true, "compare each apply_remote change with the target row it overwrites, as the daemon does (false: apply blindly, as before that check)")
 	flag.Parse()
 	if o.rawRows == 0 {
 		o.rawRows = o.inserts + o.updates
@@ -220,6 +223,15 @@ type bench struct {
 
 // changes is the number of row changes in the backlog.
 func (b *bench) changes() int { return b.opt.inserts + b.opt.updates }
+
+// rules are the pipeline's conflict rules as the daemon wires them (the
+// bench table is apply_remote), or nil without -remote-check.
+func (o options) rules() *batch.Rules {
+	if !o.remoteCheck {
+		return nil
+	}
+	return &batch.Rules{Tables: map[string]batch.Rule{}, Pipeline: pipelineName, Origin: "source", Target: "target"}
+}
 
 // progress prints a progress line to stderr.
 func (b *bench) progress(format string, args ...any) {

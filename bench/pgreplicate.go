@@ -140,6 +140,7 @@ func (b *pgBench) newPipeline(probe *queueProbe) (p *pipeline.Pipeline, closeFn 
 		Target:   "target",
 		DSN:      b.regiond.dsn(),
 		Tables:   []string{benchTable},
+		Rules:    b.opt.rules(),
 	}, b.logger)
 	if err != nil {
 		reader.Close()

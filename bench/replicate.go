@@ -205,6 +205,7 @@ func (b *bench) newPipeline(probe *queueProbe) (p *pipeline.Pipeline, closeFn fu
 		Target:   "target",
 		Conn:     tgt,
 		Tables:   []string{benchTable},
+		Rules:    b.opt.rules(),
 	}, b.logger)
 	if err != nil {
 		reader.Close()

@@ -96,9 +96,58 @@ type Pipeline struct {
 	// there: a mostly idle direction then never falls behind the source's
 	// log retention.
 	State *checkpoint.FileStore
+	// TrackCommits makes Applied report the source commit time of the
+	// last transaction the target holds (applied or skipped), for pruning
+	// tombstones.
+	TrackCommits bool
 
-	mu     sync.Mutex
-	status Status
+	mu      sync.Mutex
+	status  Status
+	applied time.Time
+}
+
+// Applied returns the source commit time of the last source transaction
+// the target holds, applied or skipped, in this process's run (ok is false
+// until one was, or without TrackCommits): every source transaction that
+// committed before it is in the target. (MySQL/MariaDB commit times are
+// whole seconds.)
+func (p *Pipeline) Applied() (time.Time, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.applied, !p.applied.IsZero()
+}
+
+// commitLog follows, between reader and sink, the commit time of each
+// source transaction in flight, so that the sink's durable positions can
+// be turned into commit times.
+type commitLog struct {
+	mu      sync.Mutex
+	pending []commitAt
+}
+
+type commitAt struct {
+	pos    string
+	commit time.Time
+}
+
+func (l *commitLog) add(pos checkpoint.Position, commit time.Time) {
+	l.mu.Lock()
+	l.pending = append(l.pending, commitAt{pos.String(), commit})
+	l.mu.Unlock()
+}
+
+// reached drops the transactions up to pos and returns pos's commit time.
+func (l *commitLog) reached(pos checkpoint.Position) (time.Time, bool) {
+	s := pos.String()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i, c := range l.pending {
+		if c.pos == s {
+			l.pending = append(l.pending[:0], l.pending[i+1:]...)
+			return c.commit, true
+		}
+	}
+	return time.Time{}, false
 }
 
 // Status returns the pipeline's current status.
@@ -288,8 +337,39 @@ func (p *Pipeline) runOnce(ctx context.Context, healthy chan<- struct{}) error {
 		defer close(ch)
 		return p.Source.Read(gctx, from, ch)
 	})
+	in := ch
+	var commits *commitLog
+	if p.TrackCommits {
+		// Note each transaction's commit time on its way to the sink.
+		commits = &commitLog{}
+		fwd := make(chan source.Txn, buf)
+		in = fwd
+		g.Go(func() error {
+			defer close(fwd)
+			for txn := range ch {
+				if !txn.More && txn.End != nil {
+					commits.add(txn.End, txn.Commit)
+				}
+				select {
+				case fwd <- txn:
+				case <-gctx.Done():
+					return nil
+				}
+			}
+			return nil
+		})
+	}
 	g.Go(func() error {
-		return p.Sink.Apply(gctx, ch, func(pos checkpoint.Position, stored bool) {
+		return p.Sink.Apply(gctx, in, func(pos checkpoint.Position, stored bool) {
+			if commits != nil {
+				if at, ok := commits.reached(pos); ok && !at.IsZero() {
+					p.mu.Lock()
+					if at.After(p.applied) {
+						p.applied = at
+					}
+					p.mu.Unlock()
+				}
+			}
 			p.setPosition(pos)
 			sk.advance(pos, stored)
 			if err := p.Source.Ack(gctx, pos); err != nil {

@@ -66,6 +66,13 @@ func run(ctx context.Context, cfg *config.Config, region string, logger *slog.Lo
 			_ = p.Run(ctx) // a permanent failure is logged and stays in its status
 		}()
 	}
+	for _, p := range set.pruners {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p.Run(ctx)
+		}()
+	}
 	<-ctx.Done()
 	logger.Info("regiond stopping: abandoning in-flight batches (they are replayed from the checkpoints)")
 	done := make(chan struct{})

@@ -13,6 +13,7 @@ import (
 	"github.com/regiond/regiond/sink/batch"
 	mysqlsink "github.com/regiond/regiond/sink/mysql"
 	pgsink "github.com/regiond/regiond/sink/postgres"
+	"github.com/regiond/regiond/sink/tombstones"
 	"github.com/regiond/regiond/source"
 	mysqlsource "github.com/regiond/regiond/source/mysql"
 	pgsource "github.com/regiond/regiond/source/postgres"
@@ -21,7 +22,9 @@ import (
 // pipelineSet is the pipelines of one process and what they hold open.
 type pipelineSet struct {
 	pipelines []*pipeline.Pipeline
-	closers   []func() error
+	// pruners prune each region's last_writer_wins tombstones.
+	pruners []*tombstones.Pruner
+	closers []func() error
 }
 
 // Close releases every pipeline's connections.
@@ -56,13 +59,19 @@ func buildPipelines(cfg *config.Config, region string, logger *slog.Logger) (*pi
 			return nil, usageError{fmt.Errorf("%w: state_dir %s: %v", config.ErrInvalid, cfg.StateDir, err)}
 		}
 	}
-	needLocal := false
+	needLocal, lww := false, false
 	for _, t := range cfg.Tables {
 		needLocal = needLocal || t.Rule() == config.RuleLastWriterWins || t.Rule() == config.RuleHomeRegion
+		lww = lww || t.Rule() == config.RuleLastWriterWins
 	}
 	for ti, dst := range cfg.Regions {
 		if region != "" && dst.Name != region {
 			continue
+		}
+		var pruner *tombstones.Pruner
+		if lww {
+			pruner = &tombstones.Pruner{Region: dst.Name, Retention: cfg.TombstoneRetention.Duration, Logger: logger}
+			set.pruners = append(set.pruners, pruner)
 		}
 		for _, src := range cfg.Regions {
 			if src.Name == dst.Name && !needLocal {
@@ -80,13 +89,27 @@ func buildPipelines(cfg *config.Config, region string, logger *slog.Logger) (*pi
 				return nil, fmt.Errorf("pipeline %s: %w", name, err)
 			}
 			set.closers = append(set.closers, closeSink)
-			set.pipelines = append(set.pipelines, &pipeline.Pipeline{
+			p := &pipeline.Pipeline{
 				Name:   name,
 				Source: reader,
 				Sink:   sink,
 				Logger: logger,
 				State:  state,
-			})
+			}
+			set.pipelines = append(set.pipelines, p)
+			if pruner == nil {
+				continue
+			}
+			if src.Name == dst.Name {
+				store, ok := sink.(tombstones.Store)
+				if !ok {
+					return nil, fmt.Errorf("region %s: its engine cannot prune tombstones", dst.Name)
+				}
+				pruner.Store = store
+				continue
+			}
+			p.TrackCommits = true
+			pruner.Pipelines = append(pruner.Pipelines, p)
 		}
 	}
 	return set, nil

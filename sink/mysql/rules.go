@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/regiond/regiond/conflict"
 	"github.com/regiond/regiond/internal/metrics"
@@ -404,3 +405,14 @@ func (w *writer) announce() {
 }
 
 func mysqlconnDuplicate(err error) bool { return mysqlconn.ErrorNumber(err) == 1062 }
+
+// PruneTombstones implements tombstones.Store: one DELETE of the oldest
+// tombstones recorded before before (deleted_at is UTC).
+func (a *Applier) PruneTombstones(ctx context.Context, before time.Time, limit int) (int64, error) {
+	res, err := a.db.ExecContext(ctx, "DELETE FROM "+quote(TombstoneTable)+" WHERE `deleted_at` < ? ORDER BY `deleted_at` LIMIT ?",
+		before.UTC().Format("2006-01-02 15:04:05.000000"), limit)
+	if err != nil {
+		return 0, fmt.Errorf("region %s: prune %s: %w", a.cfg.Target, TombstoneTable, err)
+	}
+	return res.RowsAffected()
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	pgxconn "github.com/jackc/pgx/v5/pgconn"
@@ -448,4 +449,20 @@ func (t *target) announce() {
 			"rule", c.Rule, "winner", c.Winner, "loser", c.Loser, "position", c.Position, "reason", c.Reason)
 	}
 	t.conflicts = t.conflicts[:0]
+}
+
+// PruneTombstones implements tombstones.Store: one DELETE of the oldest
+// tombstones recorded before before, on a connection of its own.
+func (a *Applier) PruneTombstones(ctx context.Context, before time.Time, limit int) (int64, error) {
+	conn, err := a.connect(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer closeConn(conn)
+	t := pgconn.Ident(a.cfg.Schema, pgconn.TombstoneTable)
+	tag, err := conn.Exec(ctx, "DELETE FROM "+t+" WHERE ctid IN (SELECT ctid FROM "+t+" WHERE deleted_at < $1 ORDER BY deleted_at LIMIT $2)", before, limit)
+	if err != nil {
+		return 0, fmt.Errorf("region %s: prune %s: %w", a.cfg.Target, pgconn.TombstoneTable, err)
+	}
+	return tag.RowsAffected(), nil
 }
