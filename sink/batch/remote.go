@@ -1,7 +1,9 @@
 package batch
 
 import (
+	"bytes"
 	"context"
+	"math"
 	"fmt"
 
 	"github.com/regiond/regiond/conflict"
@@ -156,6 +158,12 @@ func differs(t *source.Table, image, cur source.Row, norm func(int, any) any) in
 		if norm != nil {
 			a, b = norm(i, a), norm(i, b)
 		}
+		if same, ok := sameKind(a, b); ok {
+			if !same {
+				return i
+			}
+			continue
+		}
 		a, b = asJSON(a, b), asJSON(b, a)
 		as, aok := conflict.Normalize(a)
 		bs, bok := conflict.Normalize(b)
@@ -164,6 +172,38 @@ func differs(t *source.Table, image, cur source.Row, norm func(int, any) any) in
 		}
 	}
 	return -1
+}
+
+// sameKind compares two values of the same plain kind directly (ok false:
+// they need conflict.Normalize), with Normalize's outcome: a cheap path
+// for the common case of a row read back from an engine of the same kind.
+func sameKind(a, b any) (same, ok bool) {
+	switch x := a.(type) {
+	case nil:
+		return b == nil, b == nil
+	case int64:
+		y, ok := b.(int64)
+		return ok && x == y, ok
+	case uint64:
+		y, ok := b.(uint64)
+		return ok && x == y, ok
+	case string:
+		y, ok := b.(string)
+		return ok && x == y, ok
+	case []byte:
+		y, ok := b.([]byte)
+		return ok && bytes.Equal(x, y), ok
+	case bool:
+		y, ok := b.(bool)
+		return ok && x == y, ok
+	case float64:
+		y, ok := b.(float64)
+		return ok && (math.Float64bits(x) == math.Float64bits(y) || x != x && y != y), ok
+	case float32:
+		y, ok := b.(float32)
+		return ok && (math.Float32bits(x) == math.Float32bits(y) || x != x && y != y), ok
+	}
+	return false, false
 }
 
 // asJSON returns v as JSON when it is text compared with a JSON value:

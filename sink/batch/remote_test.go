@@ -2,9 +2,11 @@ package batch
 
 import (
 	"bytes"
+	"math"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/regiond/regiond/source"
 )
@@ -44,6 +46,9 @@ func TestDecideRemote(t *testing.T) {
 			row(int64(1), source.JSON(`{"s":"x","k":29}`), []byte("ab"), nil), false, ""},
 		{"update: MariaDB JSON text differs from another document", tb, source.Change{Op: source.Update, Before: row(int64(1), `{"k": 29}`, []byte("ab"), nil), After: r1},
 			row(int64(1), source.JSON(`{"k": 30}`), []byte("ab"), nil), true, "v"},
+		{"update: a NaN equals a NaN, -0 differs from 0 (as their text does)", tb,
+			source.Change{Op: source.Update, Before: row(int64(1), math.NaN(), []byte("ab"), 0.0), After: r1},
+			row(int64(1), math.NaN(), []byte("ab"), math.Copysign(0, -1)), true, "at"},
 		{"delete of the same row", tb, source.Change{Op: source.Delete, Before: r1}, r1, false, ""},
 		{"delete of a missing row", tb, source.Change{Op: source.Delete, Before: r1}, nil, true, ""},
 		{"delete of a changed row", tb, source.Change{Op: source.Delete, Before: r1}, row(int64(1), "q", []byte("ab"), source.DateTime("2024-01-02 03:04:05")), true, "v"},
@@ -63,7 +68,7 @@ func TestDecideRemote(t *testing.T) {
 			if got.Rule != "apply_remote" || got.Winner != "east" || got.Loser != "west" || got.Position != "0-1-7" || got.Pipeline != "east->west" {
 				t.Errorf("record %+v: want rule apply_remote, winner east, loser west, position 0-1-7", got)
 			}
-			if d := cmp.Diff(tt.cur, got.Lost); d != "" {
+			if d := cmp.Diff(tt.cur, got.Lost, cmpopts.EquateNaNs()); d != "" {
 				t.Errorf("lost image (the target's row) differs (-want +got):\n%s", d)
 			}
 			if d := cmp.Diff(tt.c.After, got.Kept); d != "" {
