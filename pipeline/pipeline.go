@@ -130,8 +130,16 @@ type commitAt struct {
 	commit time.Time
 }
 
+// maxPending bounds the commit log: transactions in flight are at most the
+// channel buffers plus one batch; beyond that (a sink that reports other
+// positions) the oldest are forgotten, which only makes Applied lag.
+const maxPending = 1 << 18
+
 func (l *commitLog) add(pos checkpoint.Position, commit time.Time) {
 	l.mu.Lock()
+	if len(l.pending) >= maxPending {
+		l.pending = append(l.pending[:0], l.pending[maxPending/2:]...)
+	}
 	l.pending = append(l.pending, commitAt{pos.String(), commit})
 	l.mu.Unlock()
 }

@@ -218,3 +218,13 @@ func asJSON(v, other any) any {
 	}
 	return v
 }
+
+// LogMessage is the log line of a recorded conflict under rule: under
+// apply_remote the change was applied and the target's row replaced; under
+// the other rules the change was discarded.
+func LogMessage(rule string) string {
+	if rule == "apply_remote" {
+		return "conflict: target row replaced"
+	}
+	return "conflict: change discarded"
+}

@@ -398,7 +398,7 @@ func (w *writer) Record(ctx context.Context, cs []batch.Conflict) error {
 func (w *writer) announce() {
 	for _, c := range w.pending {
 		metrics.Conflicts.WithLabelValues(c.Table.Name, c.Rule).Inc()
-		w.a.logger.Warn("conflict: change discarded", "table", c.Table.Name, "key", source.KeyJSON(c.Table, c.Key),
+		w.a.logger.Warn(batch.LogMessage(c.Rule), "table", c.Table.Name, "key", source.KeyJSON(c.Table, c.Key),
 			"rule", c.Rule, "winner", c.Winner, "loser", c.Loser, "position", c.Position, "reason", c.Reason)
 	}
 	w.pending = w.pending[:0]

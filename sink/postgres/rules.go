@@ -445,7 +445,7 @@ func (t *target) Record(ctx context.Context, cs []batch.Conflict) error {
 func (t *target) announce() {
 	for _, c := range t.conflicts {
 		metrics.Conflicts.WithLabelValues(c.Table.Name, c.Rule).Inc()
-		t.a.logger.Warn("conflict: change discarded", "table", c.Table.Name, "key", source.KeyJSON(c.Table, c.Key),
+		t.a.logger.Warn(batch.LogMessage(c.Rule), "table", c.Table.Name, "key", source.KeyJSON(c.Table, c.Key),
 			"rule", c.Rule, "winner", c.Winner, "loser", c.Loser, "position", c.Position, "reason", c.Reason)
 	}
 	t.conflicts = t.conflicts[:0]
