@@ -78,14 +78,23 @@ type Config struct {
 	// Rules are the tables' conflict rules; with a home_region table, the
 	// Target must also be a RuleTarget.
 	Rules *Rules
+	// Start is the position stored in the target when Run starts (nil:
+	// none). A local pipeline stores it again while a home_region revert
+	// that began in the first batch is still open.
+	Start checkpoint.Position
 }
+
+// StoredPosition is a position as the target stores it, for Config.Start.
+type StoredPosition string
+
+func (p StoredPosition) String() string { return string(p) }
 
 // Run applies transactions from in to t until in is closed or ctx ends,
 // calling durable as pipeline.Sink.Apply documents. When in is closed, the
 // complete transactions received are committed and an incomplete one is
 // abandoned (rolled back).
 func Run(ctx context.Context, cfg Config, t Target, in <-chan source.Txn, durable func(checkpoint.Position, bool)) error {
-	w := &writer{cfg: cfg, t: t, durable: durable}
+	w := &writer{cfg: cfg, t: t, durable: durable, lastEnd: cfg.Start, reported: cfg.Start}
 	defer w.rollback()
 	b := &batch{rules: cfg.Rules}
 	if cfg.Rules.hasHome() {
@@ -157,10 +166,12 @@ type batch struct {
 	rules   *Rules
 	changes []source.Change
 	// spans[i] is the index in changes after source transaction i, and
-	// ends[i] its end position; only whole transactions are listed.
-	spans []int
-	ends  []checkpoint.Position
-	open  bool // the last transaction received is incomplete (chunks)
+	// ends[i] its end position, commits[i] its source commit time; only
+	// whole transactions are listed.
+	spans   []int
+	ends    []checkpoint.Position
+	commits []time.Time
+	open    bool // the last transaction received is incomplete (chunks)
 	// txnStart is where the open source transaction's changes begin.
 	txnStart int
 	// home holds the discarded home_region transactions, by span.
@@ -195,6 +206,9 @@ func (b *batch) add(t source.Txn, streamed bool) error {
 				c.Table.Name, c.Table.FormatKey(c.After), home, b.rules.Origin))
 		}
 		ev := &homeEvent{home: home, changes: append(append([]source.Change(nil), b.changes[b.txnStart:]...), t.Changes...)}
+		if n := len(b.ends); n > 0 {
+			ev.start = b.ends[n-1]
+		}
 		clear(b.changes[b.txnStart:])
 		b.changes = b.changes[:b.txnStart]
 		b.dropping = ev
@@ -212,6 +226,7 @@ func (b *batch) add(t source.Txn, streamed bool) error {
 		}
 		b.spans = append(b.spans, len(b.changes))
 		b.ends = append(b.ends, t.End)
+		b.commits = append(b.commits, t.Commit)
 	}
 	return nil
 }
@@ -234,10 +249,18 @@ func (b *batch) end() checkpoint.Position {
 	return b.ends[len(b.ends)-1]
 }
 
+// commit is the source commit time of the batch's last transaction.
+func (b *batch) commit() time.Time {
+	if len(b.commits) == 0 {
+		return time.Time{}
+	}
+	return b.commits[len(b.commits)-1]
+}
+
 func (b *batch) reset() {
 	// The changes are dropped, not kept for reuse: rows belong to the source.
 	clear(b.changes)
-	b.changes, b.spans, b.ends, b.open = b.changes[:0], b.spans[:0], b.ends[:0], false
+	b.changes, b.spans, b.ends, b.commits, b.open = b.changes[:0], b.spans[:0], b.ends[:0], b.commits[:0], false
 	b.home, b.txnStart = nil, 0
 }
 
@@ -252,6 +275,36 @@ type writer struct {
 	// place, only by replaying from the stored checkpoint.
 	streamed bool
 	rv       reverter
+	// lastEnd is the end of the last transaction committed (or skipped);
+	// reported the last position given to durable. They differ while a
+	// home_region revert is open (see stored).
+	lastEnd, reported checkpoint.Position
+}
+
+// stored returns the position to store with a commit whose transactions
+// end at end: end, or, while a home_region revert that a local pipeline
+// began is still open (a later write in the log may continue it), the
+// position before the transaction that began it, so that a restart reads
+// that transaction again and derives the revert anew.
+func (w *writer) stored(end checkpoint.Position, commit time.Time) checkpoint.Position {
+	if h := w.rv.hold(commit); h != nil {
+		return h
+	}
+	return end
+}
+
+// advanced records a commit (or skip) that stored pos for transactions
+// ending at end, and tells durable when pos is new.
+func (w *writer) advanced(end, pos checkpoint.Position, wrote bool) {
+	w.lastEnd = end
+	if _, ok := pos.(StoredPosition); ok {
+		return // the position the run started from: nothing new
+	}
+	if w.reported != nil && pos.String() == w.reported.String() && !wrote {
+		return
+	}
+	w.reported = pos
+	w.durable(pos, wrote)
 }
 
 func (w *writer) rollback() {
@@ -306,14 +359,14 @@ func (w *writer) commit(ctx context.Context, b *batch) error {
 		// Only skipped transactions: nothing to write (writing the position
 		// would be a new marked transaction for the other side to skip, and
 		// so on forever); the position advances in memory.
-		w.durable(end, false)
+		w.advanced(end, w.stored(end, b.commit()), false)
 		b.reset()
 		return nil
 	}
 	for attempt := 1; ; attempt++ {
-		err := w.write(ctx, b.changes, b.events(0, len(b.spans)), end)
+		pos, err := w.write(ctx, b.changes, b.events(0, len(b.spans)), end, b.commit())
 		if err == nil {
-			w.durable(end, true)
+			w.advanced(end, pos, true)
 			b.reset()
 			return nil
 		}
@@ -347,21 +400,24 @@ func (w *writer) commit(ctx context.Context, b *batch) error {
 }
 
 // write applies changes (the rest of the open transaction) and the
-// discarded home_region transactions among them, and commits it with pos as
-// the pipeline's position.
-func (w *writer) write(ctx context.Context, changes []source.Change, events []*homeEvent, pos checkpoint.Position) error {
-	if err := w.begin(ctx, pos); err != nil {
-		return err
+// discarded home_region transactions among them, and commits it; the
+// pipeline's position stored with it is end (the end of the transactions,
+// committed at commit at the source) or, while a revert is open, earlier
+// (see stored), and is returned.
+func (w *writer) write(ctx context.Context, changes []source.Change, events []*homeEvent, end checkpoint.Position, commit time.Time) (checkpoint.Position, error) {
+	if err := w.begin(ctx, end); err != nil {
+		return nil, err
 	}
 	if err := w.t.Exec(ctx, changes); err != nil {
-		return err
+		return nil, err
 	}
 	if err := w.record(ctx, events); err != nil {
-		return err
+		return nil, err
 	}
+	pos := w.stored(end, commit)
 	err := w.t.Commit(ctx, pos)
 	w.inTx, w.streamed = false, false
-	return err
+	return pos, err
 }
 
 // isolate runs after a batch was rejected by the server: it commits the
@@ -373,7 +429,11 @@ func (w *writer) isolate(ctx context.Context, b *batch, batchErr error) error {
 		changes := b.changes[from:to]
 		var err error
 		for attempt := 1; attempt <= w.cfg.LockRetries+1; attempt++ {
-			err = w.write(ctx, changes, b.events(i, i+1), b.ends[i])
+			var pos checkpoint.Position
+			pos, err = w.write(ctx, changes, b.events(i, i+1), b.ends[i], b.commits[i])
+			if err == nil {
+				w.advanced(b.ends[i], pos, true)
+			}
 			if err == nil || pipeline.IsPermanent(err) || w.t.Classify(err) != Lock {
 				break
 			}
@@ -383,7 +443,6 @@ func (w *writer) isolate(ctx context.Context, b *batch, batchErr error) error {
 			}
 		}
 		if err == nil {
-			w.durable(b.ends[i], true)
 			from = to
 			continue
 		}
@@ -438,6 +497,9 @@ func (w *writer) record(ctx context.Context, events []*homeEvent) error {
 	}
 	rt := w.t.(RuleTarget)
 	for _, e := range events {
+		if e.start == nil {
+			e.start = w.lastEnd
+		}
 		if err := w.rv.applyHome(ctx, rt, w.cfg.Rules, *e); err != nil {
 			return err
 		}

@@ -3,6 +3,9 @@ package batch
 import (
 	"context"
 	"fmt"
+	"time"
+
+	"github.com/regiond/regiond/checkpoint"
 
 	"github.com/regiond/regiond/conflict"
 	"github.com/regiond/regiond/pipeline"
@@ -74,6 +77,9 @@ func (r *Rules) violation(changes []source.Change) (home string, c *source.Chang
 type homeEvent struct {
 	home    string // the home region of the first offending row
 	changes []source.Change
+	// start is the position just before the transaction (nil: before the
+	// batch; the writer fills it in).
+	start checkpoint.Position
 }
 
 // homeConflicts are the records of a discarded transaction: one per change.
@@ -104,7 +110,22 @@ func (r *Rules) homeConflicts(e homeEvent) []Conflict {
 type chain struct {
 	base source.Row
 	last *conflict.Hash
+	// start is the position before the transaction that began the chain:
+	// while the chain is open, the local pipeline's stored position stays
+	// there, so that after a crash the chain is derived again from the log
+	// (it lives in memory only).
+	start checkpoint.Position
+	seq   uint64 // order of creation
+	// seen is when the row was last found changed since the chain's last
+	// write. Every write that changed it committed before then; once the
+	// log has been read past that time (plus a margin), a write continuing
+	// the chain would have been seen, and the chain is dropped.
+	seen time.Time
 }
+
+// chainMargin allows for the difference between regiond's clock and the
+// region's commit times (whole seconds on MariaDB).
+const chainMargin = 2 * time.Second
 
 // reverter undoes, in a region, the violating transactions that region
 // made. It remembers unresolved chains across batches: a violating write
@@ -112,6 +133,27 @@ type chain struct {
 // violating write that continues it.
 type reverter struct {
 	chains map[string]*chain
+	seq    uint64
+}
+
+// hold drops the open chains whose rows' later writes the log has been
+// read past (transactions committed up to passed), and returns the start
+// of the oldest chain still open (nil: none).
+func (rv *reverter) hold(passed time.Time) checkpoint.Position {
+	var oldest *chain
+	for id, ch := range rv.chains {
+		if !passed.IsZero() && ch.seen.Add(chainMargin).Before(passed) {
+			delete(rv.chains, id)
+			continue
+		}
+		if ch.start != nil && (oldest == nil || ch.seq < oldest.seq) {
+			oldest = ch
+		}
+	}
+	if oldest == nil {
+		return nil
+	}
+	return oldest.start
 }
 
 func imageHash(t *source.Table, row source.Row) *conflict.Hash {
@@ -134,7 +176,7 @@ func sameHash(a, b *conflict.Hash) bool {
 func (rv *reverter) applyHome(ctx context.Context, rt RuleTarget, r *Rules, e homeEvent) error {
 	if r.Local {
 		for _, c := range e.changes {
-			if err := rv.revert(ctx, rt, c); err != nil {
+			if err := rv.revert(ctx, rt, c, e.start); err != nil {
 				return err
 			}
 		}
@@ -144,7 +186,7 @@ func (rv *reverter) applyHome(ctx context.Context, rt RuleTarget, r *Rules, e ho
 
 // revert follows change c in its row's chain and restores the chain's base
 // if the row is still what c left.
-func (rv *reverter) revert(ctx context.Context, rt RuleTarget, c source.Change) error {
+func (rv *reverter) revert(ctx context.Context, rt RuleTarget, c source.Change, start checkpoint.Position) error {
 	if rv.chains == nil {
 		rv.chains = map[string]*chain{}
 	}
@@ -164,7 +206,8 @@ func (rv *reverter) revert(ctx context.Context, rt RuleTarget, c source.Change) 
 		}
 	}
 	if ch == nil || !sameHash(ch.last, before) {
-		ch = &chain{base: c.Before}
+		rv.seq++
+		ch = &chain{base: c.Before, start: start, seq: rv.seq}
 	}
 	ch.last = imageHash(t, c.After)
 	rv.chains[id] = ch
@@ -175,7 +218,10 @@ func (rv *reverter) revert(ctx context.Context, rt RuleTarget, c source.Change) 
 	}
 	now := cur[0].Row
 	if !sameHash(imageHash(t, now), ch.last) {
-		return nil // changed since: a later write (home's, or one of ours still to come)
+		// Changed since: a later write (home's, or one of ours still to
+		// come in the log).
+		ch.seen = time.Now()
+		return nil
 	}
 	delete(rv.chains, id)
 	switch {

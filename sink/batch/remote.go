@@ -3,8 +3,8 @@ package batch
 import (
 	"bytes"
 	"context"
-	"math"
 	"fmt"
+	"math"
 
 	"github.com/regiond/regiond/conflict"
 	"github.com/regiond/regiond/source"

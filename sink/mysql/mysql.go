@@ -50,6 +50,9 @@ type Applier struct {
 	logger *slog.Logger
 	db     *sql.DB
 	sqls   map[*source.Table]*tableSQL
+	// start is the position last read from the target (Open, Init): where
+	// Apply's run starts.
+	start string
 }
 
 var _ pipeline.Sink = (*Applier)(nil)
@@ -101,6 +104,7 @@ func (a *Applier) stored(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("region %s: read checkpoint: %w", a.cfg.Target, err)
 	}
+	a.start = pos
 	return pos, nil
 }
 
@@ -145,6 +149,7 @@ func (a *Applier) Apply(ctx context.Context, in <-chan source.Txn, durable func(
 		LockRetries:  a.cfg.LockRetries,
 		Logger:       a.logger,
 		Rules:        a.cfg.Rules,
+		Start:        startPosition(a.start),
 	}, w, in, durable)
 }
 
@@ -450,4 +455,13 @@ func isRetryable(err error) bool {
 		return true
 	}
 	return false
+}
+
+// startPosition is the stored position s for batch.Config.Start (nil when
+// none is stored).
+func startPosition(s string) checkpoint.Position {
+	if s == "" {
+		return nil
+	}
+	return batch.StoredPosition(s)
 }

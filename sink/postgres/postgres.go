@@ -63,6 +63,9 @@ type Applier struct {
 	cfg    Config
 	logger *slog.Logger
 	conn   *pgx.ConnConfig
+	// start is the position last read from the target (Open, Init): where
+	// Apply's run starts.
+	start string
 }
 
 var _ pipeline.Sink = (*Applier)(nil)
@@ -139,6 +142,7 @@ func (a *Applier) stored(ctx context.Context, conn *pgx.Conn) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("region %s: read checkpoint: %w", a.cfg.Target, err)
 	}
+	a.start = pos
 	return pos, nil
 }
 
@@ -182,7 +186,17 @@ func (a *Applier) Apply(ctx context.Context, in <-chan source.Txn, durable func(
 		LockRetries:  a.cfg.LockRetries,
 		Logger:       a.logger,
 		Rules:        a.cfg.Rules,
+		Start:        startPosition(a.start),
 	}, t, in, durable)
+}
+
+// startPosition is the stored position s for batch.Config.Start (nil when
+// none is stored).
+func startPosition(s string) checkpoint.Position {
+	if s == "" {
+		return nil
+	}
+	return batch.StoredPosition(s)
 }
 
 func (a *Applier) setupSession(ctx context.Context, conn *pgx.Conn) error {
