@@ -116,9 +116,9 @@ type Table struct {
 	// format_type), for messages and mapping checks.
 	Types []string
 
-	exprs []string                   // select expression per column (text)
+	exprs []string                    // select expression per column (text)
 	conv  []func([]byte) (any, error) // text to canonical, per column
-	casts []string                   // Postgres: cast of a key parameter, per key column
+	casts []string                    // Postgres: cast of a key parameter, per key column
 }
 
 // Table looks table up in the region's catalog. A missing table, or one
