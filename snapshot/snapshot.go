@@ -417,6 +417,11 @@ func (t *Table) Read(ctx context.Context, q Querier, r Range, lock bool) ([]sour
 			query += " LOCK IN SHARE MODE"
 		}
 	}
+	return t.readRows(ctx, q, query, args)
+}
+
+// readRows runs a select of every column (t.exprs) and converts the rows.
+func (t *Table) readRows(ctx context.Context, q Querier, query string, args []any) ([]source.Row, error) {
 	rows, err := q.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("region %s: table %s: read rows: %w", t.db.Region, t.Def.Name, err)
