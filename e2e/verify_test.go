@@ -283,7 +283,7 @@ func testVerifyRepair(t *testing.T, east, west *region) {
 	if t.Failed() {
 		return
 	}
-	t.Logf("writer made %d writes during verify", writes.Load())
+	t.Logf("writer made %d writes during verify; verify said:\n%s", writes.Load(), out)
 
 	// Repair, with the writer stopped so that any echo would show: no
 	// pipeline may apply anything after the repair.

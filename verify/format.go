@@ -63,8 +63,8 @@ func WriteText(w io.Writer, rep *Report) {
 
 func writeTables(w io.Writer, ts []TableReport) {
 	for _, t := range ts {
-		fmt.Fprintf(w, "table %s (%s): %d rows compared in %d chunks (%d differing), %d differences, %d unsettled, %.1fs\n",
-			t.Table, t.Rule, t.RowsCompared, t.Chunks, t.ChunksDiffering, len(t.Differences), len(t.Unsettled), t.Seconds)
+		fmt.Fprintf(w, "table %s (%s): %d rows compared in %d chunks (%d differing), %d differences, %d unsettled, %d settled in flight, %.1fs\n",
+			t.Table, t.Rule, t.RowsCompared, t.Chunks, t.ChunksDiffering, len(t.Differences), len(t.Unsettled), t.InFlight, t.Seconds)
 		for _, d := range t.Differences {
 			fmt.Fprintf(w, "  differs %s\n", describe(d))
 		}

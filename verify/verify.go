@@ -112,7 +112,10 @@ type TableReport struct {
 	// Unsettled are rows that differed but kept changing (or the pipelines
 	// did not catch up) within the settle rounds: not judged.
 	Unsettled []Difference `json:"unsettled"`
-	Seconds   float64      `json:"seconds"`
+	// InFlight counts rows that differed when first read and were equal
+	// once the pipelines had passed the positions they were read at.
+	InFlight int     `json:"in_flight"`
+	Seconds  float64 `json:"seconds"`
 }
 
 // Difference is one differing primary key.
@@ -377,6 +380,7 @@ func (v *verifier) compare(ctx context.Context, t *table) (*tableResult, error) 
 			return nil, err
 		}
 		res.diffs = real
+		res.InFlight = len(list) - len(real) - len(unsettled)
 		sortDiffs(real)
 		sortDiffs(unsettled)
 		for _, d := range real {
