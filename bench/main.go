@@ -5,6 +5,7 @@
 // Usage (from the repository root):
 //
 //	go run ./bench [-engine mariadb|postgres] [-inserts 200000] [-updates 100000] [-keep] [-cpuprofile FILE] [-trace FILE]
+//	go run ./bench -mode verify [-engine mariadb|postgres] [-verify-rows 1000000] [-chunk-rows 10000]   (see verify.go)
 //
 // A run has these phases:
 //
@@ -140,6 +141,12 @@ type options struct {
 	seed             uint64
 	timeout          time.Duration
 	verbose          bool
+	// -mode verify (bench/verify.go)
+	mode           string
+	verifyRows     int
+	chunkRows      int
+	verifyParallel int
+	verifyRuns     int
 }
 
 func parseFlags() options {
@@ -156,6 +163,11 @@ func parseFlags() options {
 	flag.Uint64Var(&o.seed, "seed", 1, "seed of the generated data")
 	flag.DurationVar(&o.timeout, "timeout", time.Hour, "give up after this long")
 	flag.BoolVar(&o.verbose, "v", false, "show the pipeline's debug logs")
+	flag.StringVar(&o.mode, "mode", "replicate", "replicate (apply rate, see above) or verify (regiond verify against a full checksum scan, see verify.go)")
+	flag.IntVar(&o.verifyRows, "verify-rows", 1_000_000, "-mode verify: rows in each of the two tables")
+	flag.IntVar(&o.chunkRows, "chunk-rows", 10_000, "-mode verify: rows per verify chunk")
+	flag.IntVar(&o.verifyParallel, "verify-parallel", 2, "-mode verify: chunks checksummed at once")
+	flag.IntVar(&o.verifyRuns, "verify-runs", 3, "-mode verify: timed runs of each")
 	flag.Parse()
 	if o.rawRows == 0 {
 		o.rawRows = o.inserts + o.updates
@@ -181,6 +193,14 @@ func main() {
 	runFn := run
 	if opt.engine == enginePostgres {
 		runFn = runPostgres
+	}
+	switch opt.mode {
+	case "replicate":
+	case "verify":
+		runFn = runVerifyBench
+	default:
+		fmt.Fprintln(os.Stderr, "bench: -mode must be replicate or verify")
+		os.Exit(2)
 	}
 	if err := runFn(opt); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
