@@ -120,6 +120,7 @@ import (
 const (
 	engineMariaDB  = "mariadb"
 	enginePostgres = "postgres"
+	engineMixed    = "mixed" // -mode verify only: one MariaDB and one PostgreSQL server
 )
 
 // Targets regiond should meet, as ratios of its rate to the baselines'.
@@ -182,7 +183,7 @@ func main() {
 		flag.Usage()
 		os.Exit(2)
 	}
-	if opt.engine != engineMariaDB && opt.engine != enginePostgres {
+	if opt.engine != engineMariaDB && opt.engine != enginePostgres && !(opt.engine == engineMixed && opt.mode == "verify") {
 		fmt.Fprintf(os.Stderr, "bench: -engine must be %s or %s\n", engineMariaDB, enginePostgres)
 		os.Exit(2)
 	}

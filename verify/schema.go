@@ -207,7 +207,17 @@ func (v *verifier) describe(ctx context.Context, tc Table) (*table, error) {
 	if len(problems) > 0 {
 		return nil, fmt.Errorf("%w: table %s: %s", ErrRefused, tc.Name, strings.Join(problems, "; "))
 	}
+	t.padded = make([]bool, len(ref.Def.Columns))
+	for ri := range v.regions {
+		for i, j := range t.cols[ri] {
+			typ := strings.ToLower(t.per[ri].Types[j])
+			t.padded[i] = t.padded[i] || strings.HasPrefix(typ, "char(") || strings.HasPrefix(typ, "character(")
+		}
+	}
 	t.method = methodFor(v.regions, classes, t.cols)
+	if v.opts.CompareRows {
+		t.method = methodRows
+	}
 	t.exprs = make([]string, len(v.regions))
 	for ri, r := range v.regions {
 		t.exprs[ri] = checksumExpr(t.method, r, t.per[ri], classes[ri], t.cols[ri])

@@ -32,7 +32,7 @@ func newVerifyCmd() *cobra.Command {
 	var (
 		cfgPath, regions, format, sourceRegion string
 		tables                                 []string
-		repair                                 bool
+		repair, compareRows                    bool
 		chunk, parallel, rounds                int
 		settle                                 time.Duration
 	)
@@ -71,6 +71,7 @@ Exit codes: 0 identical, 1 differences or unsettled rows, 2 error or usage.`,
 				Parallel:      parallel,
 				SettleTimeout: settle,
 				SettleRounds:  rounds,
+				CompareRows:   compareRows,
 				Logger:        newLogger(cmd.ErrOrStderr(), slog.LevelWarn),
 			}
 			if regions != "" {
@@ -129,6 +130,7 @@ Exit codes: 0 identical, 1 differences or unsettled rows, 2 error or usage.`,
 	f.IntVar(&chunk, "chunk-rows", 10000, "rows per checksummed chunk")
 	f.IntVar(&parallel, "parallel", 2, "chunks checksummed at once")
 	f.DurationVar(&settle, "settle-timeout", 2*time.Minute, "how long to wait for pipelines to pass the positions at which differing rows were read")
+	f.BoolVar(&compareRows, "compare-rows", false, "read every row into regiond and compare there, instead of checksumming chunks in the databases")
 	f.IntVar(&rounds, "settle-rounds", 5, "how often rows that keep changing are read again before they are reported as unsettled")
 	return cmd
 }
