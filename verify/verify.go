@@ -235,7 +235,7 @@ func newVerifier(ctx context.Context, opts Options) (*verifier, error) {
 		t, err := v.describe(ctx, Table{Name: name, Rule: tc.Rule(), VersionColumn: tc.VersionColumn, HomeColumn: tc.HomeColumn})
 		if err != nil {
 			if errors.Is(err, ErrRefused) {
-				problems = append(problems, err.Error())
+				problems = append(problems, strings.TrimPrefix(err.Error(), ErrRefused.Error()+": "))
 				continue
 			}
 			v.close()
@@ -243,7 +243,12 @@ func newVerifier(ctx context.Context, opts Options) (*verifier, error) {
 		}
 		v.tables = append(v.tables, t)
 	}
-	if len(problems) > 0 {
+	switch len(problems) {
+	case 0:
+	case 1:
+		v.close()
+		return nil, fmt.Errorf("%w: %s", ErrRefused, problems[0])
+	default:
 		v.close()
 		return nil, fmt.Errorf("%w:\n  %s", ErrRefused, strings.Join(problems, "\n  "))
 	}
