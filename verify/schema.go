@@ -208,8 +208,10 @@ func (v *verifier) describe(ctx context.Context, tc Table) (*table, error) {
 		return nil, fmt.Errorf("%w: table %s: %s", ErrRefused, tc.Name, strings.Join(problems, "; "))
 	}
 	t.padded = make([]bool, len(ref.Def.Columns))
+	t.json = make([]bool, len(ref.Def.Columns))
 	for ri := range v.regions {
 		for i, j := range t.cols[ri] {
+			t.json[i] = t.json[i] || classes[ri][j] == clJSON
 			typ := strings.ToLower(t.per[ri].Types[j])
 			t.padded[i] = t.padded[i] || strings.HasPrefix(typ, "char(") || strings.HasPrefix(typ, "character(")
 		}

@@ -171,6 +171,7 @@ type table struct {
 	per    []*snapshot.Table // per compared region
 	cols   [][]int           // cols[r][i]: column of region r for column i of region 0
 	padded []bool            // per column of region 0: CHAR(n) in some region
+	json   []bool            // per column of region 0: JSON in some region
 	method string
 	exprs  []string // checksum select expression per region
 }
@@ -559,6 +560,11 @@ func (t *table) differingColumns(ra int, a source.Row, rb int, b source.Row) []s
 	for i, c := range t.per[0].Def.Columns {
 		x, xok := conflict.Normalize(a[t.cols[ra][i]])
 		y, yok := conflict.Normalize(b[t.cols[rb][i]])
+		if t.json[i] {
+			// MariaDB's JSON is LONGTEXT, read as text: compare as JSON.
+			x, xok = conflict.Normalize(asJSON(a[t.cols[ra][i]]))
+			y, yok = conflict.Normalize(asJSON(b[t.cols[rb][i]]))
+		}
 		if t.padded[i] {
 			// MySQL reads CHAR(n) without its pad spaces, PostgreSQL's
 			// character(n) with them: the same value either way.
@@ -569,6 +575,14 @@ func (t *table) differingColumns(ra int, a source.Row, rb int, b source.Row) []s
 		}
 	}
 	return out
+}
+
+// asJSON types text as JSON.
+func asJSON(v any) any {
+	if s, ok := v.(string); ok {
+		return source.JSON(s)
+	}
+	return v
 }
 
 // describeDiff fills in what differs; false when nothing does.
