@@ -123,6 +123,7 @@ type Progress struct {
 	Chunks      int   // chunks done
 	AllChunks   int
 	Resumed     int64 // rows already copied by an earlier run
+	Retries     int64 // chunk writes retried (lock conflicts, lost connections)
 }
 
 // Result is what a run did.
@@ -206,6 +207,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		rows  atomic.Int64
 		skip  atomic.Int64
 		done  atomic.Int64
+		retry atomic.Int64
 		total = p
 	)
 	report := func() {
@@ -218,6 +220,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		q.Rows += rows.Load()
 		q.Skipped += skip.Load()
 		q.Chunks += int(done.Load())
+		q.Retries += retry.Load()
 		cfg.Progress(q)
 	}
 	report()
@@ -239,7 +242,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 				j := jobs[next]
 				next++
 				mu.Unlock()
-				n, s, err := copyChunk(gctx, cfg, w, store, marker, guard, j)
+				n, s, err := copyChunk(gctx, cfg, w, store, marker, guard, j, &retry)
 				if err != nil {
 					return err
 				}
@@ -255,11 +258,12 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	res.Rows += rows.Load()
 	res.Skipped += skip.Load()
 	res.Chunks += int(done.Load())
+	res.Retries += retry.Load()
 	return res, err
 }
 
 // copyChunk copies one chunk, retrying what is worth retrying.
-func copyChunk(ctx context.Context, cfg Config, w Writer, store *progressStore, marker string, guard []string, j job) (rows, skipped int64, err error) {
+func copyChunk(ctx context.Context, cfg Config, w Writer, store *progressStore, marker string, guard []string, j job, retries *atomic.Int64) (rows, skipped int64, err error) {
 	for attempt := 0; ; attempt++ {
 		rows, skipped, err = tryChunk(ctx, cfg, w, store, marker, guard, j)
 		if err == nil || ctx.Err() != nil {
@@ -268,6 +272,7 @@ func copyChunk(ctx context.Context, cfg Config, w Writer, store *progressStore, 
 		if !w.Retryable(err) || attempt >= 30 {
 			return 0, 0, fmt.Errorf("table %s chunk %d: %w", j.table.Def.Name, j.chunk.n, err)
 		}
+		retries.Add(1)
 		cfg.Logger.Debug("chunk retried", "table", j.table.Def.Name, "chunk", j.chunk.n, "error", err)
 		d := min(time.Duration(1<<min(attempt, 6))*50*time.Millisecond, 3*time.Second)
 		select {

@@ -17,9 +17,6 @@ import (
 
 	"github.com/regiond/regiond/backfill"
 	"github.com/regiond/regiond/config"
-	"github.com/regiond/regiond/sink/batch"
-	mysqlsink "github.com/regiond/regiond/sink/mysql"
-	pgsink "github.com/regiond/regiond/sink/postgres"
 	"github.com/regiond/regiond/snapshot"
 )
 
@@ -58,8 +55,8 @@ table: run the same command again after an interruption to continue.`,
 	f.StringVar(&from, "from", "", "region to copy from")
 	f.StringVar(&to, "to", "", "region to copy into")
 	f.StringArrayVar(&tables, "table", nil, "table to copy (repeatable; default: every configured table)")
-	f.IntVar(&chunk, "chunk-size", 2000, "rows per chunk")
-	f.IntVar(&parallel, "parallel", 2, "chunks copied at once")
+	f.IntVar(&chunk, "chunk-size", 5000, "rows per chunk")
+	f.IntVar(&parallel, "parallel", 4, "chunks copied at once")
 	f.BoolVar(&restart, "restart", false, "forget the stored progress of these tables and copy them again from the start")
 	return cmd
 }
@@ -149,9 +146,11 @@ func runBackfill(ctx context.Context, cfg *config.Config, src, dst config.Region
 	res, err := backfill.Run(ctx, backfill.Config{
 		From: src.Name, To: dst.Name, Source: sdb, Target: tdb, Tables: tables,
 		Pipeline: name, Guard: guard, ChunkRows: chunk, Parallel: parallel,
-		NewWriter: func(int) (backfill.Writer, error) { return newChunkWriter(cfg, src, dst, rules, logger) },
-		Progress:  show.update,
-		Logger:    logger,
+		NewWriter: func(int) (backfill.Writer, error) {
+			return backfill.NewSinkWriter(dst, "backfill "+name, src.Name, cfg.TableNames(), rules, logger)
+		},
+		Progress: show.update,
+		Logger:   logger,
 	})
 	show.finish()
 	switch {
@@ -168,65 +167,14 @@ func runBackfill(ctx context.Context, cfg *config.Config, src, dst config.Region
 	if res.Resumed > 0 {
 		fmt.Fprintf(stdout, ", %d copied before", res.Resumed)
 	}
+	if res.Retries > 0 {
+		fmt.Fprintf(stdout, ", %d chunk writes retried", res.Retries)
+	}
 	if res.Skipped > 0 {
 		fmt.Fprintf(stdout, ", %d kept newer in %s", res.Skipped, dst.Name)
 	}
 	fmt.Fprintln(stdout)
 	return nil
-}
-
-// chunkWriter adapts a sink's chunk transactions to backfill.Writer.
-type chunkWriter struct {
-	begin     func(ctx context.Context, marker, kind string, guard []string) (backfill.ChunkTx, map[string]string, error)
-	retryable func(error) bool
-	close     func() error
-}
-
-func (w *chunkWriter) BeginChunk(ctx context.Context, marker, kind string, guard []string) (backfill.ChunkTx, map[string]string, error) {
-	return w.begin(ctx, marker, kind, guard)
-}
-func (w *chunkWriter) Retryable(err error) bool { return w.retryable(err) }
-func (w *chunkWriter) Close() error             { return w.close() }
-
-func newChunkWriter(cfg *config.Config, src, dst config.Region, rules *batch.Rules, logger *slog.Logger) (backfill.Writer, error) {
-	name := "backfill " + pipelineName(src.Name, dst.Name)
-	switch dst.Engine {
-	case config.EngineMySQL:
-		conn, err := mysqlParams(dst)
-		if err != nil {
-			return nil, err
-		}
-		a, err := mysqlsink.New(mysqlsink.Config{Pipeline: name, Source: src.Name, Target: dst.Name, Conn: conn, Tables: cfg.TableNames(), Rules: rules}, logger)
-		if err != nil {
-			return nil, err
-		}
-		return &chunkWriter{
-			begin: func(ctx context.Context, marker, kind string, guard []string) (backfill.ChunkTx, map[string]string, error) {
-				tx, pos, err := a.BeginChunk(ctx, marker, kind, guard)
-				if err != nil {
-					return nil, nil, err
-				}
-				return tx, pos, nil
-			},
-			retryable: a.Retryable, close: a.Close,
-		}, nil
-	case config.EnginePostgres:
-		a, err := pgsink.New(pgsink.Config{Pipeline: name, Source: src.Name, Target: dst.Name, DSN: dst.DSN, Schema: dst.Schema, Tables: cfg.TableNames(), Rules: rules}, logger)
-		if err != nil {
-			return nil, err
-		}
-		return &chunkWriter{
-			begin: func(ctx context.Context, marker, kind string, guard []string) (backfill.ChunkTx, map[string]string, error) {
-				tx, pos, err := a.BeginChunk(ctx, marker, kind, guard)
-				if err != nil {
-					return nil, nil, err
-				}
-				return tx, pos, nil
-			},
-			retryable: a.Retryable, close: a.Close,
-		}, nil
-	}
-	return nil, fmt.Errorf("region %s: unknown engine %q", dst.Name, dst.Engine)
 }
 
 // progressView shows a run's progress: a bar with rows/s and ETA on a
