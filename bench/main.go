@@ -4,6 +4,7 @@
 //
 // Usage (from the repository root):
 //
+//	go run ./bench -mode backfill [-engine mariadb|postgres] [-rows 500000] [-chunk-size 2000] [-parallel 2]
 //	go run ./bench [-engine mariadb|postgres] [-inserts 200000] [-updates 100000] [-keep] [-cpuprofile FILE] [-trace FILE]
 //	go run ./bench -mode verify [-engine mariadb|postgres] [-verify-rows 1000000] [-chunk-rows 10000]   (see verify.go)
 //
@@ -142,8 +143,10 @@ type options struct {
 	seed             uint64
 	timeout          time.Duration
 	verbose          bool
+	mode             string // "replicate", "backfill" or "verify"
+	rows             int    // -mode backfill: rows to copy
+	chunk, parallel  int    // -mode backfill
 	// -mode verify (bench/verify.go)
-	mode           string
 	verifyRows     int
 	chunkRows      int
 	verifyParallel int
@@ -164,7 +167,10 @@ func parseFlags() options {
 	flag.Uint64Var(&o.seed, "seed", 1, "seed of the generated data")
 	flag.DurationVar(&o.timeout, "timeout", time.Hour, "give up after this long")
 	flag.BoolVar(&o.verbose, "v", false, "show the pipeline's debug logs")
-	flag.StringVar(&o.mode, "mode", "replicate", "replicate (apply rate, see above) or verify (regiond verify against a full checksum scan, see verify.go)")
+	flag.StringVar(&o.mode, "mode", "replicate", "replicate (apply rate, see above), backfill (regiond backfill against the target's raw bulk load; see backfill.go) or verify (regiond verify against a full checksum scan; see verify.go)")
+	flag.IntVar(&o.rows, "rows", 500_000, "-mode backfill: rows in the source table")
+	flag.IntVar(&o.chunk, "chunk-size", 5000, "-mode backfill: rows per chunk")
+	flag.IntVar(&o.parallel, "parallel", 4, "-mode backfill: chunks copied at once")
 	flag.IntVar(&o.verifyRows, "verify-rows", 1_000_000, "-mode verify: rows in each of the two tables")
 	flag.IntVar(&o.chunkRows, "chunk-rows", 10_000, "-mode verify: rows per verify chunk")
 	flag.IntVar(&o.verifyParallel, "verify-parallel", 2, "-mode verify: chunks checksummed at once")
@@ -197,10 +203,16 @@ func main() {
 	}
 	switch opt.mode {
 	case "replicate":
+	case "backfill":
+		if opt.rows < 1 || opt.chunk < 1 || opt.parallel < 1 {
+			fmt.Fprintln(os.Stderr, "bench: -rows, -chunk-size and -parallel must be positive")
+			os.Exit(2)
+		}
+		runFn = runBackfillBench
 	case "verify":
 		runFn = runVerifyBench
 	default:
-		fmt.Fprintln(os.Stderr, "bench: -mode must be replicate or verify")
+		fmt.Fprintln(os.Stderr, "bench: -mode must be replicate, backfill or verify")
 		os.Exit(2)
 	}
 	if err := runFn(opt); err != nil {
