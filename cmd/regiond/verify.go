@@ -11,7 +11,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
+	"golang.org/x/term"
 
 	"github.com/regiond/regiond/config"
 	"github.com/regiond/regiond/verify"
@@ -135,27 +137,31 @@ Exit codes: 0 identical, 1 differences or unsettled rows, 2 error or usage.`,
 	return cmd
 }
 
-// progress reports rows checksummed per second and the time left: a line
-// redrawn in place on a terminal, a plain line every 10 s otherwise.
+// progress reports rows checksummed per second and the time left: a
+// progress bar on a terminal (the same library as backfill's), a plain line
+// every 10 s otherwise.
 type progress struct {
-	mu       sync.Mutex
-	w        io.Writer
-	tty      bool
-	start    time.Time
-	last     time.Time
-	table    string
-	done     int64
-	total    int64
-	prevDone int64 // done of tables finished before
-	drawn    bool
+	mu    sync.Mutex
+	w     io.Writer
+	bar   *progressbar.ProgressBar
+	start time.Time
+	last  time.Time
+	table string
 }
 
 func newProgress(w io.Writer) *progress {
 	p := &progress{w: w, start: time.Now(), last: time.Now()}
-	if f, ok := w.(*os.File); ok {
-		if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
-			p.tty = true
-		}
+	if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		p.bar = progressbar.NewOptions64(-1,
+			progressbar.OptionSetWriter(w),
+			progressbar.OptionShowCount(),
+			progressbar.OptionShowIts(),
+			progressbar.OptionSetItsString("rows"),
+			progressbar.OptionSetPredictTime(true),
+			progressbar.OptionFullWidth(),
+			progressbar.OptionThrottle(100*time.Millisecond),
+			progressbar.OptionClearOnFinish(),
+		)
 	}
 	return p
 }
@@ -164,36 +170,35 @@ func (p *progress) update(table string, done, total int64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if table != p.table {
-		p.prevDone += p.done
 		p.table, p.start = table, time.Now()
+		if p.bar != nil {
+			p.bar.Reset()
+			p.bar.Describe("verify " + table)
+		}
 	}
-	p.done, p.total = done, total
-	every := 10 * time.Second
-	if p.tty {
-		every = 200 * time.Millisecond
+	if p.bar != nil {
+		if m := max(total, done, 1); p.bar.GetMax64() != m {
+			p.bar.ChangeMax64(m)
+		}
+		_ = p.bar.Set64(done)
+		return
 	}
-	if time.Since(p.last) < every {
+	if time.Since(p.last) < 10*time.Second {
 		return
 	}
 	p.last = time.Now()
-	el := time.Since(p.start).Seconds()
-	rate := float64(done) / max(el, 1e-3)
+	rate := float64(done) / max(time.Since(p.start).Seconds(), 1e-3)
 	line := fmt.Sprintf("verify %s: %d rows, %.0f rows/s", table, done, rate)
 	if total > done && rate > 0 {
 		line += fmt.Sprintf(", ETA %s", time.Duration(float64(total-done)/rate*float64(time.Second)).Round(time.Second))
 	}
-	if p.tty {
-		fmt.Fprintf(p.w, "\r\033[K%s", line)
-		p.drawn = true
-	} else {
-		fmt.Fprintln(p.w, line)
-	}
+	fmt.Fprintln(p.w, line)
 }
 
 func (p *progress) finish() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.tty && p.drawn {
-		fmt.Fprint(p.w, "\r\033[K")
+	if p.bar != nil {
+		_ = p.bar.Finish()
 	}
 }
