@@ -250,19 +250,21 @@ func (s *settler) passed(ctx context.Context, p pipe, want checkpoint.Position, 
 // onlySkipped reads the binlog after from and reports whether every
 // transaction up to want is one pipelines skip.
 func (ps *posSource) onlySkipped(ctx context.Context, from, want checkpoint.GTID, budget time.Duration) (bool, error) {
+	start := from
 	ps.mu.Lock()
 	if upto, ok := ps.skipped[from.String()]; ok {
 		if upto.Contains(want) {
 			ps.mu.Unlock()
 			return true, nil
 		}
+		start = upto // scanned before: go on from there
 	}
 	ps.mu.Unlock()
 	ctx, cancel := context.WithTimeout(ctx, budget)
 	defer cancel()
 	out := make(chan source.Txn, 64)
 	errc := make(chan error, 1)
-	go func() { errc <- ps.mysql.Read(ctx, from, out) }()
+	go func() { errc <- ps.mysql.Read(ctx, start, out) }()
 	defer func() {
 		cancel()
 		<-errc
