@@ -304,6 +304,13 @@ func testVerifyRepair(t *testing.T, east, west *region) {
 	if repaired < 12 {
 		t.Errorf("%d repairs, want ≥ 12:\n%s", repaired, out)
 	}
+	// Each region written got its repairs behind the repair marker.
+	for _, r := range []*region{east, west} {
+		var kind string
+		if err := r.db.QueryRow("SELECT kind FROM regiond_checkpoints WHERE pipeline = 'verify-repair'").Scan(&kind); err != nil || kind != "marker" {
+			t.Errorf("%s: repair marker row: kind %q, %v", r.name, kind, err)
+		}
+	}
 	time.Sleep(3 * time.Second) // an echo would be applied by now
 	if a, b := pipelineSeq(t, east, "west->east"), pipelineSeq(t, west, "east->west"); a != seqEast || b != seqWest {
 		t.Errorf("the repair echoed: pipeline west->east applied %d batches, east->west %d after it", a-seqEast, b-seqWest)
