@@ -100,6 +100,17 @@ func copyRows(t *testing.T, ctx context.Context, from, to *snapshot.DB, table st
 	}
 }
 
+// openDB opens a region's database for the test.
+func openDB(t *testing.T, r config.Region) *sql.DB {
+	t.Helper()
+	db, err := snapshot.Open(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db.SQL
+}
+
 func exec(t *testing.T, db *sql.DB, stmts ...string) {
 	t.Helper()
 	for _, q := range stmts {
