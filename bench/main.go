@@ -4,7 +4,9 @@
 //
 // Usage (from the repository root):
 //
+//	go run ./bench -mode backfill [-engine mariadb|postgres] [-rows 500000] [-chunk-size 2000] [-parallel 2]
 //	go run ./bench [-engine mariadb|postgres] [-inserts 200000] [-updates 100000] [-keep] [-cpuprofile FILE] [-trace FILE]
+//	go run ./bench -mode verify [-engine mariadb|postgres] [-verify-rows 1000000] [-chunk-rows 10000]   (see verify.go)
 //
 // A run has these phases:
 //
@@ -120,6 +122,7 @@ import (
 const (
 	engineMariaDB  = "mariadb"
 	enginePostgres = "postgres"
+	engineMixed    = "mixed" // -mode verify only: one MariaDB and one PostgreSQL server
 )
 
 // Targets regiond should meet, as ratios of its rate to the baselines'.
@@ -142,6 +145,14 @@ type options struct {
 	timeout          time.Duration
 	verbose          bool
 	remoteCheck      bool
+	mode             string // "replicate", "backfill" or "verify"
+	rows             int    // -mode backfill: rows to copy
+	chunk, parallel  int    // -mode backfill
+	// -mode verify (bench/verify.go)
+	verifyRows     int
+	chunkRows      int
+	verifyParallel int
+	verifyRuns     int
 }
 
 func parseFlags() options {
@@ -159,6 +170,14 @@ func parseFlags() options {
 	flag.DurationVar(&o.timeout, "timeout", time.Hour, "give up after this long")
 	flag.BoolVar(&o.verbose, "v", false, "show the pipeline's debug logs")
 	flag.BoolVar(&o.remoteCheck, "remote-check", true, "compare each apply_remote change with the target row it overwrites, as the daemon does (false: apply blindly, as before that check)")
+	flag.StringVar(&o.mode, "mode", "replicate", "replicate (apply rate, see above), backfill (regiond backfill against the target's raw bulk load; see backfill.go) or verify (regiond verify against a full checksum scan; see verify.go)")
+	flag.IntVar(&o.rows, "rows", 500_000, "-mode backfill: rows in the source table")
+	flag.IntVar(&o.chunk, "chunk-size", 5000, "-mode backfill: rows per chunk")
+	flag.IntVar(&o.parallel, "parallel", 4, "-mode backfill: chunks copied at once")
+	flag.IntVar(&o.verifyRows, "verify-rows", 1_000_000, "-mode verify: rows in each of the two tables")
+	flag.IntVar(&o.chunkRows, "chunk-rows", 10_000, "-mode verify: rows per verify chunk")
+	flag.IntVar(&o.verifyParallel, "verify-parallel", 2, "-mode verify: chunks checksummed at once")
+	flag.IntVar(&o.verifyRuns, "verify-runs", 3, "-mode verify: timed runs of each")
 	flag.Parse()
 	if o.rawRows == 0 {
 		o.rawRows = o.inserts + o.updates
@@ -173,7 +192,7 @@ func main() {
 		flag.Usage()
 		os.Exit(2)
 	}
-	if opt.engine != engineMariaDB && opt.engine != enginePostgres {
+	if opt.engine != engineMariaDB && opt.engine != enginePostgres && !(opt.engine == engineMixed && opt.mode == "verify") {
 		fmt.Fprintf(os.Stderr, "bench: -engine must be %s or %s\n", engineMariaDB, enginePostgres)
 		os.Exit(2)
 	}
@@ -184,6 +203,20 @@ func main() {
 	runFn := run
 	if opt.engine == enginePostgres {
 		runFn = runPostgres
+	}
+	switch opt.mode {
+	case "replicate":
+	case "backfill":
+		if opt.rows < 1 || opt.chunk < 1 || opt.parallel < 1 {
+			fmt.Fprintln(os.Stderr, "bench: -rows, -chunk-size and -parallel must be positive")
+			os.Exit(2)
+		}
+		runFn = runBackfillBench
+	case "verify":
+		runFn = runVerifyBench
+	default:
+		fmt.Fprintln(os.Stderr, "bench: -mode must be replicate, backfill or verify")
+		os.Exit(2)
 	}
 	if err := runFn(opt); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)

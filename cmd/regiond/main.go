@@ -39,10 +39,15 @@ func usagef(format string, args ...any) error {
 }
 
 func exitCode(err error) int {
-	var ue usageError
+	var (
+		ue usageError
+		ec interface{ ExitCode() int }
+	)
 	switch {
 	case err == nil:
 		return exitOK
+	case errors.As(err, &ec):
+		return ec.ExitCode()
 	case errors.As(err, &ue), errors.Is(err, config.ErrInvalid):
 		return exitUsage
 	}
@@ -58,6 +63,8 @@ func newRoot() *cobra.Command {
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(newRunCmd(), newCheckCmd(), newConflictsCmd(), newVersionCmd())
+	root.AddCommand(newVerifyCmd())
+	root.AddCommand(newBackfillCmd())
 	return root
 }
 

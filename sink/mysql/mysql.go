@@ -283,6 +283,17 @@ func (w *writer) writeRows(ctx context.Context, t *source.Table, rows []source.R
 		ts = newTableSQL(t)
 		w.a.sqls[t] = ts
 	}
+	return execRows(ctx, w.tx, ts, t, rows, mode, w.a.cfg.StatementRows, w.a.cfg.StatementBytes)
+}
+
+// execer runs a statement: *sql.Tx, *sql.Conn or *sql.DB.
+type execer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+// execRows writes rows of t through ts as multi-row statements of at most
+// maxRows rows and about maxBytes bytes.
+func execRows(ctx context.Context, ex execer, ts *tableSQL, t *source.Table, rows []source.Row, mode writeMode, maxRows, maxBytes int) error {
 	var (
 		q    strings.Builder
 		args []any
@@ -296,7 +307,7 @@ func (w *writer) writeRows(ctx context.Context, t *source.Table, rows []source.R
 		} else {
 			q.WriteString(ts.insertHead)
 		}
-		for i := start; i < len(rows) && n < w.a.cfg.StatementRows && (n == 0 || size < w.a.cfg.StatementBytes); i++ {
+		for i := start; i < len(rows) && n < maxRows && (n == 0 || size < maxBytes); i++ {
 			row := rows[i]
 			if n > 0 {
 				q.WriteByte(',')
@@ -322,7 +333,7 @@ func (w *writer) writeRows(ctx context.Context, t *source.Table, rows []source.R
 		case modeUpsert:
 			q.WriteString(ts.upsertTail)
 		}
-		if _, err := w.tx.ExecContext(ctx, q.String(), args...); err != nil {
+		if _, err := ex.ExecContext(ctx, q.String(), args...); err != nil {
 			return err
 		}
 		start += n
