@@ -495,7 +495,7 @@ func TestReadChanges(t *testing.T) {
 		if b.Changes[0].Table != tp {
 			t.Errorf("a new *source.Table for an unchanged relation")
 		}
-		want := &source.Table{Name: "pairs", Columns: []source.Column{{Name: "a"}, {Name: "b"}, {Name: "v"}}, PK: []int{1, 0}}
+		want := &source.Table{Name: "pairs", Columns: []source.Column{{Name: "a"}, {Name: "b"}, {Name: "v"}}, PK: []int{1, 0}, KeyOnlyBefore: true} // REPLICA IDENTITY DEFAULT
 		if diff := cmp.Diff(want, tp); diff != "" {
 			t.Errorf("table (-want +got):\n%s", diff)
 		}
