@@ -13,9 +13,11 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/regiond/regiond/checkpoint"
+	"github.com/regiond/regiond/internal/metrics"
 	"github.com/regiond/regiond/pipeline"
 	"github.com/regiond/regiond/source"
 )
@@ -67,6 +69,8 @@ const (
 type Config struct {
 	// Region is the target region's name, for error messages.
 	Region string
+	// Pipeline names the pipeline in metrics.
+	Pipeline string
 	// BatchChanges is how many changes a batch collects before it is
 	// written. A batch is also written as soon as the source has nothing
 	// more ready, so a lone small transaction never waits.
@@ -85,7 +89,9 @@ type Config struct {
 // complete transactions received are committed and an incomplete one is
 // abandoned (rolled back).
 func Run(ctx context.Context, cfg Config, t Target, in <-chan source.Txn, durable func(checkpoint.Position, bool)) error {
-	w := &writer{cfg: cfg, t: t, durable: durable}
+	w := &writer{cfg: cfg, t: t, durable: durable, tally: map[tallyKey]int{}}
+	w.lag = metrics.ReplicationLag.WithLabelValues(cfg.Pipeline)
+	w.progress = pipeline.Progress(ctx)
 	defer w.rollback()
 	b := &batch{rules: cfg.Rules}
 	if cfg.Rules.hasHome() {
@@ -99,11 +105,22 @@ func Run(ctx context.Context, cfg Config, t Target, in <-chan source.Txn, durabl
 			ok  bool
 		)
 		if len(b.spans) == 0 && !b.open && !w.inTx {
-			select {
-			case txn, ok = <-in:
-			case <-ctx.Done():
-				return ctx.Err()
+			// Idle: once nothing has come for a while, everything the reader
+			// delivered is applied and the lag is nil.
+			idle := time.NewTimer(idleLag)
+		wait:
+			for {
+				select {
+				case txn, ok = <-in:
+					break wait
+				case <-ctx.Done():
+					idle.Stop()
+					return ctx.Err()
+				case <-idle.C:
+					w.lag.Set(0)
+				}
 			}
+			idle.Stop()
 		} else {
 			select {
 			case txn, ok = <-in:
@@ -124,6 +141,7 @@ func Run(ctx context.Context, cfg Config, t Target, in <-chan source.Txn, durabl
 				}
 			}
 		}
+		w.progress.Add(1)
 		if !ok {
 			// The reader stopped: commit what is complete; an incomplete
 			// source transaction is abandoned.
@@ -160,7 +178,9 @@ type batch struct {
 	// ends[i] its end position; only whole transactions are listed.
 	spans []int
 	ends  []checkpoint.Position
-	open  bool // the last transaction received is incomplete (chunks)
+	// commits[i] is the source commit time of transaction i.
+	commits []time.Time
+	open    bool // the last transaction received is incomplete (chunks)
 	// txnStart is where the open source transaction's changes begin.
 	txnStart int
 	// home holds the discarded home_region transactions, by span.
@@ -212,6 +232,7 @@ func (b *batch) add(t source.Txn, streamed bool) error {
 		}
 		b.spans = append(b.spans, len(b.changes))
 		b.ends = append(b.ends, t.End)
+		b.commits = append(b.commits, t.Commit)
 	}
 	return nil
 }
@@ -234,10 +255,19 @@ func (b *batch) end() checkpoint.Position {
 	return b.ends[len(b.ends)-1]
 }
 
+// lastCommit is the source commit time of the batch's last transaction.
+func (b *batch) lastCommit() time.Time {
+	if len(b.commits) == 0 {
+		return time.Time{}
+	}
+	return b.commits[len(b.commits)-1]
+}
+
 func (b *batch) reset() {
 	// The changes are dropped, not kept for reuse: rows belong to the source.
 	clear(b.changes)
 	b.changes, b.spans, b.ends, b.open = b.changes[:0], b.spans[:0], b.ends[:0], false
+	b.commits = b.commits[:0]
 	b.home, b.txnStart = nil, 0
 }
 
@@ -252,11 +282,28 @@ type writer struct {
 	// place, only by replaying from the stored checkpoint.
 	streamed bool
 	rv       reverter
+	// tally counts the changes written in the open transaction, by table
+	// and op, for the metrics once it commits.
+	tally map[tallyKey]int
+	// began is when the open transaction started.
+	began    time.Time
+	lag      interface{ Set(float64) }
+	progress *atomic.Uint64
 }
+
+type tallyKey struct {
+	table string
+	op    source.Op
+}
+
+// idleLag is how long an applier waits with nothing to apply before it
+// reports a replication lag of 0.
+const idleLag = time.Second
 
 func (w *writer) rollback() {
 	w.t.Rollback()
 	w.inTx, w.streamed = false, false
+	clear(w.tally)
 }
 
 func (w *writer) begin(ctx context.Context, pos checkpoint.Position) error {
@@ -267,7 +314,37 @@ func (w *writer) begin(ctx context.Context, pos checkpoint.Position) error {
 		return err
 	}
 	w.inTx = true
+	w.began = time.Now()
 	return nil
+}
+
+// count adds changes to the open transaction's tally.
+func (w *writer) count(changes []source.Change) {
+	w.progress.Add(1)
+	for i := range changes {
+		w.tally[tallyKey{changes[i].Table.Name, changes[i].Op}]++
+	}
+}
+
+// committed publishes the metrics of a transaction that just committed,
+// whose last source transaction committed at source time commit.
+func (w *writer) committed(commit time.Time) {
+	p := w.cfg.Pipeline
+	for k, n := range w.tally {
+		metrics.ChangesApplied.WithLabelValues(p, k.table, k.op.String()).Add(float64(n))
+	}
+	clear(w.tally)
+	metrics.Batches.WithLabelValues(p).Inc()
+	now := time.Now()
+	metrics.ApplyDuration.WithLabelValues(p).Observe(now.Sub(w.began).Seconds())
+	w.observeLag(now, commit)
+}
+
+func (w *writer) observeLag(now, commit time.Time) {
+	if commit.IsZero() {
+		return
+	}
+	w.lag.Set(max(now.Sub(commit).Seconds(), 0))
 }
 
 // flush writes the batch's changes into the open target transaction without
@@ -281,6 +358,7 @@ func (w *writer) flush(ctx context.Context, b *batch) error {
 		w.rollback()
 		return w.wrap(err)
 	}
+	w.count(b.changes)
 	if err := w.record(ctx, b.events(0, len(b.spans))); err != nil {
 		w.rollback()
 		return w.wrap(err)
@@ -306,12 +384,13 @@ func (w *writer) commit(ctx context.Context, b *batch) error {
 		// Only skipped transactions: nothing to write (writing the position
 		// would be a new marked transaction for the other side to skip, and
 		// so on forever); the position advances in memory.
+		w.observeLag(time.Now(), b.lastCommit())
 		w.durable(end, false)
 		b.reset()
 		return nil
 	}
 	for attempt := 1; ; attempt++ {
-		err := w.write(ctx, b.changes, b.events(0, len(b.spans)), end)
+		err := w.write(ctx, b.changes, b.events(0, len(b.spans)), end, b.lastCommit())
 		if err == nil {
 			w.durable(end, true)
 			b.reset()
@@ -349,18 +428,22 @@ func (w *writer) commit(ctx context.Context, b *batch) error {
 // write applies changes (the rest of the open transaction) and the
 // discarded home_region transactions among them, and commits it with pos as
 // the pipeline's position.
-func (w *writer) write(ctx context.Context, changes []source.Change, events []*homeEvent, pos checkpoint.Position) error {
+func (w *writer) write(ctx context.Context, changes []source.Change, events []*homeEvent, pos checkpoint.Position, commit time.Time) error {
 	if err := w.begin(ctx, pos); err != nil {
 		return err
 	}
 	if err := w.t.Exec(ctx, changes); err != nil {
 		return err
 	}
+	w.count(changes)
 	if err := w.record(ctx, events); err != nil {
 		return err
 	}
 	err := w.t.Commit(ctx, pos)
 	w.inTx, w.streamed = false, false
+	if err == nil {
+		w.committed(commit)
+	}
 	return err
 }
 
@@ -373,7 +456,7 @@ func (w *writer) isolate(ctx context.Context, b *batch, batchErr error) error {
 		changes := b.changes[from:to]
 		var err error
 		for attempt := 1; attempt <= w.cfg.LockRetries+1; attempt++ {
-			err = w.write(ctx, changes, b.events(i, i+1), b.ends[i])
+			err = w.write(ctx, changes, b.events(i, i+1), b.ends[i], b.commits[i])
 			if err == nil || pipeline.IsPermanent(err) || w.t.Classify(err) != Lock {
 				break
 			}
