@@ -146,6 +146,9 @@ type Status struct {
 	// the sink; Progress counts the sink's steps (see WithProgress).
 	Pending  int
 	Progress uint64
+	// SourceLagBytes is how many bytes of log the source holds beyond the
+	// position, when the source tells (see LogLagger); -1 otherwise.
+	SourceLagBytes int64
 }
 
 // Healthy reports whether the pipeline does its job: streaming, or standing
@@ -173,6 +176,7 @@ type Pipeline struct {
 	status   Status
 	pending  func() int // length of the running reader's channel
 	progress atomic.Uint64
+	lagBytes *int64 // last LogLagger answer
 }
 
 // Status returns the pipeline's current status.
@@ -185,6 +189,10 @@ func (p *Pipeline) Status() Status {
 		s.Pending = p.pending()
 	}
 	s.Progress = p.progress.Load()
+	s.SourceLagBytes = -1
+	if p.lagBytes != nil {
+		s.SourceLagBytes = *p.lagBytes
+	}
 	return s
 }
 
@@ -474,6 +482,9 @@ func (p *Pipeline) runOnce(ctx context.Context, healthy chan<- struct{}) error {
 				}
 				if n, err := ll.LagBytes(gctx, pos); err == nil {
 					gauge.Set(float64(n))
+					p.mu.Lock()
+					p.lagBytes = &n
+					p.mu.Unlock()
 				} else if gctx.Err() == nil {
 					log.Debug("source log lag", "error", err)
 				}

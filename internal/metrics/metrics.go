@@ -5,7 +5,18 @@ package metrics
 import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	dto "github.com/prometheus/client_model/go"
 )
+
+// GaugeValue returns the value of g's child with the given label values
+// (creating it at 0 when missing).
+func GaugeValue(g *prometheus.GaugeVec, labels ...string) float64 {
+	var m dto.Metric
+	if err := g.WithLabelValues(labels...).Write(&m); err != nil {
+		return 0
+	}
+	return m.GetGauge().GetValue()
+}
 
 // Registry holds every regiond metric.
 var Registry = prometheus.NewRegistry()
