@@ -25,8 +25,8 @@ type statusRow struct {
 	Pipeline  string     `json:"pipeline"`
 	Source    string     `json:"source"`
 	Target    string     `json:"target"`
-	Position  string     `json:"position"`            // stored in the target ("" when none yet)
-	Epoch     int64      `json:"epoch"`               // fencing epoch stored with it
+	Position  string     `json:"position"` // stored in the target ("" when none yet)
+	Epoch     int64      `json:"epoch"`    // fencing epoch stored with it
 	UpdatedAt *time.Time `json:"checkpoint_updated_at,omitempty"`
 	// Conflicts1h counts the pipeline's conflicts recorded in the last hour.
 	Conflicts1h int `json:"conflicts_last_hour"`
