@@ -63,7 +63,7 @@ func (a *Applier) Lead(ctx context.Context, waiting func()) (*pipeline.Lease, er
 		_, _ = conn.ExecContext(ctx, "DO RELEASE_LOCK(?)", name)
 		conn.Close()
 	}
-	epoch, pos, err := a.newEpoch(ctx, conn)
+	epoch, pos, err := a.takeOver(ctx, conn)
 	if err != nil {
 		release()
 		return nil, err
@@ -101,6 +101,73 @@ func (a *Applier) Lead(ctx context.Context, waiting func()) (*pipeline.Lease, er
 			release()
 		})
 	}}, nil
+}
+
+// staleCheckEvery is how long the new epoch's write may wait for the
+// checkpoint row's lock before the holder of that lock is looked for.
+const staleCheckEvery = 2 * time.Second
+
+// takeOver runs newEpoch. Only holders of the pipeline's lease write its
+// checkpoint row, so a row lock that makes the write wait is held by an
+// earlier holder whose session lock is gone but whose apply transaction is
+// still open: a process paused or cut off mid-batch. Its epoch could still
+// commit that one transaction (it wrote the row before the new epoch), so
+// waiting for it would be correct but could last as long as the pause: its
+// session is ended instead, which rolls the batch back.
+func (a *Applier) takeOver(ctx context.Context, conn *sql.Conn) (int64, string, error) {
+	var self int64
+	if err := conn.QueryRowContext(ctx, "SELECT CONNECTION_ID()").Scan(&self); err != nil {
+		return 0, "", fmt.Errorf("region %s: %w", a.cfg.Target, err)
+	}
+	type result struct {
+		epoch int64
+		pos   string
+		err   error
+	}
+	done := make(chan result, 1)
+	go func() {
+		e, p, err := a.newEpoch(ctx, conn)
+		done <- result{e, p, err}
+	}()
+	t := time.NewTicker(staleCheckEvery)
+	defer t.Stop()
+	for {
+		select {
+		case r := <-done:
+			return r.epoch, r.pos, r.err
+		case <-t.C:
+			a.endStaleHolder(ctx, self)
+		}
+	}
+}
+
+// endStaleHolder ends the sessions whose transactions block connection
+// waiter (InnoDB lock waits; needs the PROCESS privilege to see them and
+// the same user, or CONNECTION ADMIN, to end them). Failures are logged:
+// the new epoch then waits for the lock.
+func (a *Applier) endStaleHolder(ctx context.Context, waiter int64) {
+	rows, err := a.db.QueryContext(ctx, "SELECT DISTINCT b.trx_mysql_thread_id FROM information_schema.INNODB_LOCK_WAITS w"+
+		" JOIN information_schema.INNODB_TRX b ON b.trx_id = w.blocking_trx_id"+
+		" JOIN information_schema.INNODB_TRX r ON r.trx_id = w.requesting_trx_id"+
+		" WHERE r.trx_mysql_thread_id = ?", waiter)
+	if err != nil {
+		a.logger.Warn("cannot look up who holds the pipeline's checkpoint row; waiting for it", "error", err)
+		return
+	}
+	var ids []int64
+	for rows.Next() {
+		var id int64
+		if rows.Scan(&id) == nil {
+			ids = append(ids, id)
+		}
+	}
+	rows.Close()
+	for _, id := range ids {
+		a.logger.Warn("ending the session of an earlier holder of this pipeline's lease: it holds the checkpoint row in an open transaction (a paused or cut-off process); its batch is rolled back", "connection_id", id)
+		if _, err := a.db.ExecContext(ctx, fmt.Sprintf("KILL CONNECTION %d", id)); err != nil {
+			a.logger.Warn("cannot end that session; waiting for it", "connection_id", id, "error", err)
+		}
+	}
 }
 
 // newEpoch gives the pipeline's checkpoint row a new epoch and returns it

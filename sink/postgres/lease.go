@@ -30,6 +30,74 @@ func (a *Applier) lockKey() int64 {
 	return int64(h.Sum64())
 }
 
+// staleCheckEvery is how long the new epoch's write may wait for the
+// checkpoint row's lock before the holder of that lock is looked for.
+const staleCheckEvery = 2 * time.Second
+
+// takeOver gives the pipeline's checkpoint row a new epoch and returns it
+// with the position stored. Only holders of the pipeline's lease write
+// that row, so a row lock that makes the write wait is held by an earlier
+// holder whose session lock is gone but whose apply transaction is still
+// open: a process paused or cut off mid-batch. Waiting for it would be
+// correct but could last as long as the pause: its backend is terminated
+// instead, which rolls the batch back.
+func (a *Applier) takeOver(ctx context.Context, conn *pgx.Conn) (int64, string, error) {
+	var self int32
+	if err := conn.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&self); err != nil {
+		return 0, "", err
+	}
+	type result struct {
+		epoch int64
+		pos   string
+		err   error
+	}
+	done := make(chan result, 1)
+	go func() {
+		var r result
+		// One statement, autocommit: it writes only regiond_checkpoints,
+		// so readers skip it like every marked transaction.
+		r.err = conn.QueryRow(ctx, "UPDATE "+a.checkpointTable()+" SET epoch = epoch + 1, seq = seq + 1, updated_at = now() WHERE pipeline = $1 RETURNING epoch, position",
+			a.cfg.Pipeline).Scan(&r.epoch, &r.pos)
+		done <- r
+	}()
+	t := time.NewTicker(staleCheckEvery)
+	defer t.Stop()
+	for {
+		select {
+		case r := <-done:
+			return r.epoch, r.pos, r.err
+		case <-t.C:
+			a.endStaleHolder(ctx, self)
+		}
+	}
+}
+
+// endStaleHolder terminates the backends that block backend waiter (needs
+// the same role, superuser or pg_signal_backend). Failures are logged: the
+// new epoch then waits for the lock.
+func (a *Applier) endStaleHolder(ctx context.Context, waiter int32) {
+	conn, err := a.connect(ctx)
+	if err != nil {
+		return
+	}
+	defer closeConn(conn)
+	rows, err := conn.Query(ctx, "SELECT b, pg_terminate_backend(b) FROM unnest(pg_blocking_pids($1)) AS b", waiter)
+	if err != nil {
+		a.logger.Warn("cannot end the session holding the pipeline's checkpoint row; waiting for it", "error", err)
+		return
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			pid int32
+			ok  bool
+		)
+		if rows.Scan(&pid, &ok) == nil {
+			a.logger.Warn("ended the session of an earlier holder of this pipeline's lease: it held the checkpoint row in an open transaction (a paused or cut-off process); its batch is rolled back", "backend_pid", pid, "terminated", ok)
+		}
+	}
+}
+
 // Lead implements pipeline.Leaser. The lease is a session-level advisory
 // lock held by a dedicated connection: the server frees it the moment that
 // connection ends, so a standby takes over within about a second of the
@@ -66,10 +134,7 @@ func (a *Applier) Lead(ctx context.Context, waiting func()) (*pipeline.Lease, er
 		epoch int64
 		pos   string
 	)
-	// One statement, autocommit: it writes only regiond_checkpoints, so
-	// readers skip it like every marked transaction.
-	err = conn.QueryRow(ctx, "UPDATE "+a.checkpointTable()+" SET epoch = epoch + 1, seq = seq + 1, updated_at = now() WHERE pipeline = $1 RETURNING epoch, position",
-		a.cfg.Pipeline).Scan(&epoch, &pos)
+	epoch, pos, err = a.takeOver(ctx, conn)
 	if err != nil {
 		closeConn(conn) // ends the session: the lock goes with it
 		if err == pgx.ErrNoRows {
