@@ -7,12 +7,14 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -253,6 +255,39 @@ func TestDaemonLifecycle(t *testing.T) {
 		code, _, err := httpGet(addr, "/healthz")
 		return err == nil && code == 200
 	})
+
+	// SIGHUP: log_level applies at once; another change is reported as
+	// needing a restart; an invalid file is ignored.
+	orig, err := os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logHas := func(what string) func() bool {
+		return func() bool {
+			b, _ := os.ReadFile(d.log.Name())
+			return strings.Contains(string(b), what)
+		}
+	}
+	hup := func(content string) {
+		t.Helper()
+		if err := os.WriteFile(cfg, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := d.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hup(string(orig) + "log_level: debug\n")
+	waitFor(t, 30*time.Second, "log level change on SIGHUP", logHas(`"msg":"SIGHUP: log level changed","from":"INFO","to":"DEBUG"`))
+	hup(string(orig) + "log_level: debug\nstate_dir: " + t.TempDir() + "\n")
+	waitFor(t, 30*time.Second, "restart-needed warning on SIGHUP", logHas(`"changed":"state_dir"`))
+	hup(string(orig) + "log_level: loud\n")
+	waitFor(t, 30*time.Second, "invalid config ignored on SIGHUP", logHas(`SIGHUP: the config file is invalid; keeping the running config`))
+	hup(string(orig))
+	waitFor(t, 30*time.Second, "log level back to info", logHas(`"to":"INFO"`))
+	if code, _, err := httpGet(addr, "/healthz"); err != nil || code != 200 {
+		t.Fatalf("/healthz after SIGHUPs: %d %v", code, err)
+	}
 
 	// SIGTERM mid-workload: exit 0 within 5 s, STOPPING=1.
 	ctx, cancel := context.WithCancel(t.Context())
