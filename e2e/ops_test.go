@@ -181,6 +181,9 @@ func TestDaemonLifecycle(t *testing.T) {
 	time.Sleep(time.Second)
 	m2 := scrape(t, addr)
 	wg.Wait()
+	if v, ok := m2[`regiond_source_position_lag_bytes{pipeline="east->west"}`]; ok && (v < 0 || v > 1<<30) {
+		t.Errorf("source log lag %v bytes during the workload: implausible", v)
+	}
 	for name, check := range map[string]func(float64) bool{
 		inserted: func(v float64) bool { return v >= m1[inserted] },
 		`regiond_changes_applied_total{op="insert",pipeline="east->west",table="txlog"}`: func(v float64) bool { return v > 0 },
@@ -202,8 +205,9 @@ func TestDaemonLifecycle(t *testing.T) {
 			t.Errorf("%s: west had no writes of its own, so nothing should apply west->east", name)
 		}
 	}
-	t.Logf("during the workload: %v items inserted east->west, %v batches, lag %vs", m2[inserted],
-		m2[`regiond_batches_total{pipeline="east->west"}`], m2[`regiond_replication_lag_seconds{pipeline="east->west"}`])
+	t.Logf("during the workload: %v items inserted east->west, %v batches, lag %vs, source log lag %v bytes", m2[inserted],
+		m2[`regiond_batches_total{pipeline="east->west"}`], m2[`regiond_replication_lag_seconds{pipeline="east->west"}`],
+		m2[`regiond_source_position_lag_bytes{pipeline="east->west"}`])
 	dbtest.WaitEqual(t, 2*time.Minute, "items", []string{"east", "west"}, east.db, west.db)
 
 	// regiond status reads the checkpoints and the daemon.
@@ -235,6 +239,13 @@ func TestDaemonLifecycle(t *testing.T) {
 	} else {
 		t.Logf("regiond status:\n%s", text)
 	}
+
+	// Caught up: the source log lag in bytes (sampled every 10 s) drops to 0.
+	lagBytes := `regiond_source_position_lag_bytes{pipeline="east->west"}`
+	waitFor(t, time.Minute, "regiond_source_position_lag_bytes 0 once caught up", func() bool {
+		v, ok := scrape(t, addr)[lagBytes]
+		return ok && v == 0
+	})
 
 	// West's server goes down: /healthz says which pipelines fail; it comes
 	// back: /healthz is 200 again.

@@ -363,6 +363,9 @@ func (p *Pipeline) runOnce(ctx context.Context, healthy chan<- struct{}) error {
 	defer cancel(nil)
 	ctx = WithProgress(ctx, &p.progress)
 	log := p.Logger.With("pipeline", p.Name)
+	p.mu.Lock()
+	p.lagBytes = nil // a new run measures afresh
+	p.mu.Unlock()
 
 	stored, err := p.Sink.Open(ctx)
 	if err != nil {

@@ -55,12 +55,13 @@ var ApplyDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 	Buckets: prometheus.ExponentialBuckets(0.0005, 2.5, 14), // 0.5 ms .. ~75 s
 }, []string{"pipeline"})
 
-// SourcePositionLag is, where the source engine can tell, how many bytes of
-// log the source holds beyond the pipeline's applied position (PostgreSQL:
-// pg_current_wal_lsn() minus the applied LSN).
+// SourcePositionLag is how many bytes of log the source holds beyond the
+// pipeline's applied position (PostgreSQL: pg_current_wal_lsn() minus the
+// applied LSN; MySQL/MariaDB: the binlog after the applied transaction's
+// end, from SHOW BINARY LOGS).
 var SourcePositionLag = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 	Name: "regiond_source_position_lag_bytes",
-	Help: "Bytes of source log beyond the pipeline's applied position (PostgreSQL sources only).",
+	Help: "Bytes of source log (PostgreSQL WAL, MySQL/MariaDB binlog) beyond the pipeline's applied position, sampled every 10 s.",
 }, []string{"pipeline"})
 
 // PipelineUp is 1 while a pipeline streams (or stands by for another
