@@ -107,6 +107,9 @@ type Config struct {
 	// StateDir holds regiond's local state (e.g. Kafka positions); empty
 	// for none.
 	StateDir string `yaml:"state_dir"`
+	// LogLevel is debug, info (the default when empty), warn or error.
+	// `regiond run` applies a change on SIGHUP without a restart.
+	LogLevel string `yaml:"log_level"`
 }
 
 // Region is one region's database.

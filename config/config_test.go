@@ -253,7 +253,7 @@ func TestParseInvalid(t *testing.T) {
 
 		// Strict decoding.
 		{name: "unknown top-level key", yaml: regionsOK + tablesOK + "regoins: []\n",
-			want: []string{"line 10: regoins: unknown key; valid keys here: regions, tables, tombstone_retention, kafka, metrics_addr, state_dir (did you mean regions?)"}},
+			want: []string{"line 10: regoins: unknown key; valid keys here: regions, tables, tombstone_retention, kafka, metrics_addr, state_dir, log_level (did you mean regions?)"}},
 		{name: "unknown region key", yaml: "regions:\n  - name: east\n    enigne: mysql\n    dsn: mysql://u@h/db\n" + tablesOK,
 			want: []string{"line 3: regions[0].enigne: unknown key; valid keys here: name, engine, dsn, flavor, schema, server_id (did you mean engine?)"}},
 		{name: "unknown table key", yaml: regionsOK + "tables:\n  profiles: {conflict: apply_remote, version: v}\n",
@@ -439,6 +439,8 @@ func TestParseInvalid(t *testing.T) {
 			want: []string{"line 10: tombstone_retention: -1h0m0s is negative; use a duration of 0 or more"}},
 		{name: "metrics_addr without port", yaml: regionsOK + tablesOK + "metrics_addr: localhost\n",
 			want: []string{`line 10: metrics_addr: "localhost" is not host:port`}},
+		{name: "unknown log_level", yaml: regionsOK + tablesOK + "log_level: verbose\n",
+			want: []string{`line 10: log_level: "verbose" is not a log level; use debug, info, warn or error`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

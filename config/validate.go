@@ -60,6 +60,11 @@ func (c *Config) validate() []Problem {
 			ch.add("metrics_addr", "%s is not host:port with a port from 1 to 65535; write it like 127.0.0.1:9464 (or :9464 for every interface)", quote(c.MetricsAddr))
 		}
 	}
+	switch c.LogLevel {
+	case "", "debug", "info", "warn", "error":
+	default:
+		ch.add("log_level", "%s is not a log level; use debug, info, warn or error", quote(c.LogLevel))
+	}
 	return ch.problems
 }
 

@@ -95,6 +95,7 @@ type daemon struct {
 	t    *testing.T
 	bin  string
 	args []string
+	env  []string // added to the environment, e.g. NOTIFY_SOCKET=...
 	log  *os.File
 	cmd  *exec.Cmd
 	done chan error
@@ -121,6 +122,9 @@ func (d *daemon) start() {
 	d.t.Helper()
 	fmt.Fprintf(d.log, "=== start %s\n", time.Now().Format(time.RFC3339Nano))
 	d.cmd = exec.Command(d.bin, d.args...)
+	if len(d.env) > 0 {
+		d.cmd.Env = append(os.Environ(), d.env...)
+	}
 	d.cmd.Stdout = d.log
 	d.cmd.Stderr = d.log
 	if err := d.cmd.Start(); err != nil {

@@ -10,11 +10,13 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
 
 	"github.com/regiond/regiond/checkpoint"
+	"github.com/regiond/regiond/internal/metrics"
 	"github.com/regiond/regiond/source"
 )
 
@@ -33,6 +35,63 @@ type Sink interface {
 	// stored set after a commit that wrote pos into the target, unset when
 	// pos only passed skipped transactions (nothing was written).
 	Apply(ctx context.Context, in <-chan source.Txn, durable func(pos checkpoint.Position, stored bool)) error
+}
+
+// Leaser is implemented by sinks that let one process at a time apply a
+// pipeline, fenced through the target database: two `regiond run` processes
+// for the same region may run, and exactly one applies.
+type Leaser interface {
+	// Lead blocks until this process holds the pipeline's lease in the
+	// target (waiting is called once if it has to wait: another process
+	// holds it), then fences every earlier holder: it gives the pipeline's
+	// checkpoint row a new epoch, which every later apply transaction of
+	// this sink compares and sets as its first statement, so that an older
+	// holder, even one paused mid-batch, can never commit again. It returns
+	// the position stored at that moment. Call it after Open and Init, and
+	// Release the lease when the run ends.
+	Lead(ctx context.Context, waiting func()) (*Lease, error)
+}
+
+// Lease is a held lease on a pipeline.
+type Lease struct {
+	// Position is the pipeline's stored position when the lease was taken.
+	Position string
+	// Epoch is the pipeline's fencing epoch under this lease.
+	Epoch int64
+	// Lost is closed when the lease's hold on the target is lost (its
+	// session ended). The epoch still fences, but the run should stop.
+	Lost <-chan struct{}
+	// Release gives the lease up (another process may take it at once).
+	Release func()
+}
+
+// ErrFenced is wrapped by an apply error when another process took the
+// pipeline over (a newer epoch on its checkpoint row): nothing of the
+// transaction was committed, and this process stands by.
+var ErrFenced = errors.New("another regiond process took over the pipeline")
+
+// LogLagger is implemented by sources that can tell how far their log runs
+// beyond a position, in bytes.
+type LogLagger interface {
+	// LagBytes returns how many bytes of log the source holds beyond pos.
+	LagBytes(ctx context.Context, pos checkpoint.Position) (int64, error)
+}
+
+type progressKey struct{}
+
+// WithProgress returns ctx carrying c, which a sink's Apply (sink/batch)
+// increments each time it takes a transaction or writes to the target: the
+// watchdog tells a slow pipeline from a stuck one by it.
+func WithProgress(ctx context.Context, c *atomic.Uint64) context.Context {
+	return context.WithValue(ctx, progressKey{}, c)
+}
+
+// Progress returns the progress counter in ctx (a throwaway one if none).
+func Progress(ctx context.Context) *atomic.Uint64 {
+	if c, ok := ctx.Value(progressKey{}).(*atomic.Uint64); ok {
+		return c
+	}
+	return new(atomic.Uint64)
 }
 
 // ErrPermanent marks a failure that retrying cannot fix (lost position,
@@ -65,6 +124,7 @@ type State string
 const (
 	Starting  State = "starting"
 	Streaming State = "streaming"
+	Standby   State = "standby" // another process holds the lease and applies
 	Retrying  State = "retrying"
 	Stopped   State = "stopped" // permanent failure; needs the operator
 	Done      State = "done"    // the process is shutting down
@@ -78,7 +138,22 @@ type Status struct {
 	LastError string
 	Failures  int
 	Since     time.Time
+	// Leader is set while this process holds the pipeline's lease.
+	Leader bool
+	// Epoch is the fencing epoch of the lease held (0: none).
+	Epoch int64
+	// Pending is the number of transactions read and not yet taken by
+	// the sink; Progress counts the sink's steps (see WithProgress).
+	Pending  int
+	Progress uint64
+	// SourceLagBytes is how many bytes of log the source holds beyond the
+	// position, when the source tells (see LogLagger); -1 otherwise.
+	SourceLagBytes int64
 }
+
+// Healthy reports whether the pipeline does its job: streaming, or standing
+// by while another process applies.
+func (s Status) Healthy() bool { return s.State == Streaming || s.State == Standby }
 
 // Pipeline is one source region feeding one target.
 type Pipeline struct {
@@ -101,9 +176,12 @@ type Pipeline struct {
 	// tombstones.
 	TrackCommits bool
 
-	mu      sync.Mutex
-	status  Status
-	applied time.Time
+	mu       sync.Mutex
+	status   Status
+	pending  func() int // length of the running reader's channel
+	progress atomic.Uint64
+	lagBytes *int64    // last LogLagger answer
+	applied  time.Time // see Applied
 }
 
 // Applied returns the source commit time of the last source transaction
@@ -164,6 +242,14 @@ func (p *Pipeline) Status() Status {
 	defer p.mu.Unlock()
 	s := p.status
 	s.Name = p.Name
+	if p.pending != nil {
+		s.Pending = p.pending()
+	}
+	s.Progress = p.progress.Load()
+	s.SourceLagBytes = -1
+	if p.lagBytes != nil {
+		s.SourceLagBytes = *p.lagBytes
+	}
 	return s
 }
 
@@ -177,6 +263,22 @@ func (p *Pipeline) setState(st State, err error) {
 	if err != nil {
 		p.status.LastError = err.Error()
 	}
+	up := 0.0
+	if p.status.Healthy() {
+		up = 1
+	}
+	metrics.PipelineUp.WithLabelValues(p.Name).Set(up)
+}
+
+func (p *Pipeline) setLeader(epoch int64) {
+	p.mu.Lock()
+	p.status.Leader, p.status.Epoch = epoch > 0, epoch
+	p.mu.Unlock()
+	v := 0.0
+	if epoch > 0 {
+		v = 1
+	}
+	metrics.PipelineLeader.WithLabelValues(p.Name).Set(v)
 }
 
 func (p *Pipeline) setPosition(pos checkpoint.Position) {
@@ -221,6 +323,19 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		}
 		if err == nil {
 			err = errors.New("stream ended")
+		}
+		if errors.Is(err, ErrFenced) || errors.Is(err, errLeaseLost) {
+			// Not a failure: another process applies now. Stand by at once.
+			log.Info("standing by: another regiond process applies this pipeline now", "reason", err)
+			p.setState(Standby, nil)
+			backoff, failures = minB, 0
+			select {
+			case <-ctx.Done():
+				p.setState(Done, nil)
+				return nil
+			case <-time.After(100 * time.Millisecond):
+			}
+			continue
 		}
 		if IsPermanent(err) {
 			p.setState(Stopped, err)
@@ -294,10 +409,20 @@ func (s *skipTracker) save(p *Pipeline, log *slog.Logger) {
 // recovered.
 const healthyAfter = 3 * time.Second
 
+// errLeaseLost ends a run whose lease's session ended.
+var errLeaseLost = errors.New("lost the pipeline's lease (its session in the target ended)")
+
+// lagEvery is how often the source's log lag in bytes is asked.
+const lagEvery = 10 * time.Second
+
 func (p *Pipeline) runOnce(ctx context.Context, healthy chan<- struct{}) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	ctx = WithProgress(ctx, &p.progress)
 	log := p.Logger.With("pipeline", p.Name)
+	p.mu.Lock()
+	p.lagBytes = nil // a new run measures afresh
+	p.mu.Unlock()
 
 	stored, err := p.Sink.Open(ctx)
 	if err != nil {
@@ -313,6 +438,30 @@ func (p *Pipeline) runOnce(ctx context.Context, healthy chan<- struct{}) error {
 			return fmt.Errorf("store start position: %w", err)
 		}
 		log.Info("pipeline starts at the source's current position (existing rows are backfill's job)", "position", stored)
+	}
+	if l, ok := p.Sink.(Leaser); ok {
+		lease, err := l.Lead(ctx, func() {
+			log.Info("standing by: another regiond process holds this pipeline's lease")
+			p.setState(Standby, nil)
+		})
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("take the pipeline's lease: %w", err)
+		}
+		defer lease.Release()
+		defer p.setLeader(0)
+		p.setLeader(lease.Epoch)
+		log.Info("applying: this process holds the pipeline's lease", "epoch", lease.Epoch, "position", lease.Position)
+		stored = lease.Position
+		go func() {
+			select {
+			case <-lease.Lost:
+				cancel(errLeaseLost)
+			case <-ctx.Done():
+			}
+		}()
 	}
 	from, err := p.Source.ParsePosition(stored)
 	if err != nil {
@@ -340,6 +489,14 @@ func (p *Pipeline) runOnce(ctx context.Context, healthy chan<- struct{}) error {
 		buf = 1024
 	}
 	ch := make(chan source.Txn, buf)
+	p.mu.Lock()
+	p.pending = func() int { return len(ch) }
+	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		p.pending = nil
+		p.mu.Unlock()
+	}()
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		defer close(ch)
@@ -399,6 +556,32 @@ func (p *Pipeline) runOnce(ctx context.Context, healthy chan<- struct{}) error {
 			}
 		})
 	}
+	if ll, ok := p.Source.(LogLagger); ok {
+		g.Go(func() error {
+			gauge := metrics.SourcePositionLag.WithLabelValues(p.Name)
+			t := time.NewTicker(lagEvery)
+			defer t.Stop()
+			for {
+				select {
+				case <-gctx.Done():
+					return nil
+				case <-t.C:
+				}
+				pos, err := p.Source.ParsePosition(p.Status().Position)
+				if err != nil {
+					continue
+				}
+				if n, err := ll.LagBytes(gctx, pos); err == nil {
+					gauge.Set(float64(n))
+					p.mu.Lock()
+					p.lagBytes = &n
+					p.mu.Unlock()
+				} else if gctx.Err() == nil {
+					log.Debug("source log lag", "error", err)
+				}
+			}
+		})
+	}
 	g.Go(func() error {
 		select {
 		case <-gctx.Done():
@@ -419,6 +602,9 @@ func (p *Pipeline) runOnce(ctx context.Context, healthy chan<- struct{}) error {
 	})
 	err = g.Wait()
 	if ctx.Err() != nil && !IsPermanent(err) {
+		if cause := context.Cause(ctx); errors.Is(cause, errLeaseLost) {
+			return cause
+		}
 		return ctx.Err()
 	}
 	return err

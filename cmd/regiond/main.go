@@ -65,6 +65,7 @@ func newRoot() *cobra.Command {
 	root.AddCommand(newRunCmd(), newCheckCmd(), newConflictsCmd(), newVersionCmd())
 	root.AddCommand(newVerifyCmd())
 	root.AddCommand(newBackfillCmd())
+	root.AddCommand(newStatusCmd())
 	return root
 }
 
@@ -87,7 +88,7 @@ func main() {
 
 // newLogger logs JSON when stderr is not a terminal (journald, files), text
 // for a person otherwise.
-func newLogger(w io.Writer, level slog.Level) *slog.Logger {
+func newLogger(w io.Writer, level slog.Leveler) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: level}
 	if f, ok := w.(*os.File); ok {
 		if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {

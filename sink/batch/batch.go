@@ -13,9 +13,11 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/regiond/regiond/checkpoint"
+	"github.com/regiond/regiond/internal/metrics"
 	"github.com/regiond/regiond/pipeline"
 	"github.com/regiond/regiond/source"
 )
@@ -67,6 +69,8 @@ const (
 type Config struct {
 	// Region is the target region's name, for error messages.
 	Region string
+	// Pipeline names the pipeline in metrics.
+	Pipeline string
 	// BatchChanges is how many changes a batch collects before it is
 	// written. A batch is also written as soon as the source has nothing
 	// more ready, so a lone small transaction never waits.
@@ -94,7 +98,9 @@ func (p StoredPosition) String() string { return string(p) }
 // complete transactions received are committed and an incomplete one is
 // abandoned (rolled back).
 func Run(ctx context.Context, cfg Config, t Target, in <-chan source.Txn, durable func(checkpoint.Position, bool)) error {
-	w := &writer{cfg: cfg, t: t, durable: durable, lastEnd: cfg.Start, reported: cfg.Start}
+	w := &writer{cfg: cfg, t: t, durable: durable, lastEnd: cfg.Start, reported: cfg.Start, tally: map[tallyKey]int{}}
+	w.lag = metrics.ReplicationLag.WithLabelValues(cfg.Pipeline)
+	w.progress = pipeline.Progress(ctx)
 	defer w.rollback()
 	b := &batch{rules: cfg.Rules}
 	if cfg.Rules.hasHome() {
@@ -108,11 +114,22 @@ func Run(ctx context.Context, cfg Config, t Target, in <-chan source.Txn, durabl
 			ok  bool
 		)
 		if len(b.spans) == 0 && !b.open && !w.inTx {
-			select {
-			case txn, ok = <-in:
-			case <-ctx.Done():
-				return ctx.Err()
+			// Idle: once nothing has come for a while, everything the reader
+			// delivered is applied and the lag is nil.
+			idle := time.NewTimer(idleLag)
+		wait:
+			for {
+				select {
+				case txn, ok = <-in:
+					break wait
+				case <-ctx.Done():
+					idle.Stop()
+					return ctx.Err()
+				case <-idle.C:
+					w.lag.Set(0)
+				}
 			}
+			idle.Stop()
 		} else {
 			select {
 			case txn, ok = <-in:
@@ -133,6 +150,7 @@ func Run(ctx context.Context, cfg Config, t Target, in <-chan source.Txn, durabl
 				}
 			}
 		}
+		w.progress.Add(1)
 		if !ok {
 			// The reader stopped: commit what is complete; an incomplete
 			// source transaction is abandoned.
@@ -279,6 +297,13 @@ type writer struct {
 	// reported the last position given to durable. They differ while a
 	// home_region revert is open (see stored).
 	lastEnd, reported checkpoint.Position
+	// tally counts the changes written in the open transaction, by table
+	// and op, for the metrics once it commits.
+	tally map[tallyKey]int
+	// began is when the open transaction started.
+	began    time.Time
+	lag      interface{ Set(float64) }
+	progress *atomic.Uint64
 }
 
 // stored returns the position to store with a commit whose transactions
@@ -307,9 +332,19 @@ func (w *writer) advanced(end, pos checkpoint.Position, wrote bool) {
 	w.durable(pos, wrote)
 }
 
+type tallyKey struct {
+	table string
+	op    source.Op
+}
+
+// idleLag is how long an applier waits with nothing to apply before it
+// reports a replication lag of 0.
+const idleLag = time.Second
+
 func (w *writer) rollback() {
 	w.t.Rollback()
 	w.inTx, w.streamed = false, false
+	clear(w.tally)
 }
 
 func (w *writer) begin(ctx context.Context, pos checkpoint.Position) error {
@@ -320,7 +355,37 @@ func (w *writer) begin(ctx context.Context, pos checkpoint.Position) error {
 		return err
 	}
 	w.inTx = true
+	w.began = time.Now()
 	return nil
+}
+
+// count adds changes to the open transaction's tally.
+func (w *writer) count(changes []source.Change) {
+	w.progress.Add(1)
+	for i := range changes {
+		w.tally[tallyKey{changes[i].Table.Name, changes[i].Op}]++
+	}
+}
+
+// committed publishes the metrics of a transaction that just committed,
+// whose last source transaction committed at source time commit.
+func (w *writer) committed(commit time.Time) {
+	p := w.cfg.Pipeline
+	for k, n := range w.tally {
+		metrics.ChangesApplied.WithLabelValues(p, k.table, k.op.String()).Add(float64(n))
+	}
+	clear(w.tally)
+	metrics.Batches.WithLabelValues(p).Inc()
+	now := time.Now()
+	metrics.ApplyDuration.WithLabelValues(p).Observe(now.Sub(w.began).Seconds())
+	w.observeLag(now, commit)
+}
+
+func (w *writer) observeLag(now, commit time.Time) {
+	if commit.IsZero() {
+		return
+	}
+	w.lag.Set(max(now.Sub(commit).Seconds(), 0))
 }
 
 // flush writes the batch's changes into the open target transaction without
@@ -334,6 +399,7 @@ func (w *writer) flush(ctx context.Context, b *batch) error {
 		w.rollback()
 		return w.wrap(err)
 	}
+	w.count(b.changes)
 	if err := w.record(ctx, b.events(0, len(b.spans))); err != nil {
 		w.rollback()
 		return w.wrap(err)
@@ -359,6 +425,7 @@ func (w *writer) commit(ctx context.Context, b *batch) error {
 		// Only skipped transactions: nothing to write (writing the position
 		// would be a new marked transaction for the other side to skip, and
 		// so on forever); the position advances in memory.
+		w.observeLag(time.Now(), b.commit())
 		w.advanced(end, w.stored(end, b.commit()), false)
 		b.reset()
 		return nil
@@ -411,12 +478,16 @@ func (w *writer) write(ctx context.Context, changes []source.Change, events []*h
 	if err := w.t.Exec(ctx, changes); err != nil {
 		return nil, err
 	}
+	w.count(changes)
 	if err := w.record(ctx, events); err != nil {
 		return nil, err
 	}
 	pos := w.stored(end, commit)
 	err := w.t.Commit(ctx, pos)
 	w.inTx, w.streamed = false, false
+	if err == nil {
+		w.committed(commit)
+	}
 	return pos, err
 }
 

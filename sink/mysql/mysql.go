@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 
 	"github.com/regiond/regiond/checkpoint"
 	"github.com/regiond/regiond/internal/mysqlconn"
@@ -53,6 +54,9 @@ type Applier struct {
 	// start is the position last read from the target (Open, Init): where
 	// Apply's run starts.
 	start string
+	// epoch is the fencing epoch of the lease this process holds (see
+	// Lead); 0 when it never led, and then writes are not fenced.
+	epoch atomic.Int64
 }
 
 var _ pipeline.Sink = (*Applier)(nil)
@@ -75,7 +79,7 @@ func New(cfg Config, logger *slog.Logger) (*Applier, error) {
 	if err != nil {
 		return nil, err
 	}
-	db.SetMaxOpenConns(3)
+	db.SetMaxOpenConns(4) // apply, lease, Open/Init, spare
 	return &Applier{cfg: cfg, logger: logger.With("pipeline", cfg.Pipeline), db: db, sqls: map[*source.Table]*tableSQL{}}, nil
 }
 
@@ -145,6 +149,7 @@ func (a *Applier) Apply(ctx context.Context, in <-chan source.Txn, durable func(
 	w := &writer{a: a, conn: conn, cols: map[*source.Table][]targetColumn{}}
 	return batch.Run(ctx, batch.Config{
 		Region:       a.cfg.Target,
+		Pipeline:     a.cfg.Pipeline,
 		BatchChanges: a.cfg.BatchChanges,
 		LockRetries:  a.cfg.LockRetries,
 		Logger:       a.logger,
@@ -185,23 +190,32 @@ func (w *writer) Begin(ctx context.Context, pos checkpoint.Position) error {
 		return err
 	}
 	w.tx = tx
-	var res sql.Result
+	// The marker write is also the fence: it matches only while the row
+	// holds this process's epoch, and then locks the row until commit, so
+	// no newer leader's epoch can come in between.
+	q := "UPDATE " + quote(CheckpointTable) + " SET `seq` = `seq` + 1, `updated_at` = UTC_TIMESTAMP(6)"
+	args := []any{}
+	w.markPos = ""
 	if pos != nil {
 		w.markPos = pos.String()
-		res, err = tx.ExecContext(ctx, "UPDATE "+quote(CheckpointTable)+
-			" SET `seq` = `seq` + 1, `position` = ?, `updated_at` = UTC_TIMESTAMP(6) WHERE `pipeline` = ?",
-			w.markPos, w.a.cfg.Pipeline)
-	} else {
-		w.markPos = ""
-		res, err = tx.ExecContext(ctx, "UPDATE "+quote(CheckpointTable)+
-			" SET `seq` = `seq` + 1, `updated_at` = UTC_TIMESTAMP(6) WHERE `pipeline` = ?",
-			w.a.cfg.Pipeline)
+		q += ", `position` = ?"
+		args = append(args, w.markPos)
 	}
+	q += " WHERE `pipeline` = ?"
+	args = append(args, w.a.cfg.Pipeline)
+	epoch := w.a.epoch.Load()
+	if epoch > 0 {
+		q += " AND `epoch` = ?"
+		args = append(args, epoch)
+	}
+	res, err := tx.ExecContext(ctx, q, args...)
 	if err != nil {
 		return err
 	}
 	if n, err := res.RowsAffected(); err != nil {
 		return err
+	} else if n != 1 && epoch > 0 {
+		return w.fenced(ctx, epoch)
 	} else if n != 1 {
 		return pipeline.Permanent(fmt.Errorf("region %s: %w for pipeline %s in %s; it was deleted while regiond ran: restore it or run `regiond backfill`",
 			w.a.cfg.Target, errCheckpointMissing, w.a.cfg.Pipeline, CheckpointTable))

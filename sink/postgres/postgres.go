@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -69,6 +70,9 @@ type Applier struct {
 	// chunk is the idle connection (and its cached plans) of chunk
 	// transactions (chunk.go), kept between them.
 	chunk *target
+	// epoch is the fencing epoch of the lease this process holds (see
+	// Lead); 0 when it never led, and then writes are not fenced.
+	epoch atomic.Int64
 }
 
 var _ pipeline.Sink = (*Applier)(nil)
@@ -191,6 +195,7 @@ func (a *Applier) Apply(ctx context.Context, in <-chan source.Txn, durable func(
 	}
 	return batch.Run(ctx, batch.Config{
 		Region:       a.cfg.Target,
+		Pipeline:     a.cfg.Pipeline,
 		BatchChanges: a.cfg.BatchChanges,
 		LockRetries:  a.cfg.LockRetries,
 		Logger:       a.logger,
@@ -316,12 +321,42 @@ func (t *target) Begin(ctx context.Context, pos checkpoint.Position) error {
 		mark = "UPDATE " + t.a.checkpointTable() + " SET seq = seq + 1, position = $2, updated_at = now() WHERE pipeline = $1"
 		args = append(args, t.markPos)
 	}
-	t.pending.Queue(mark, args...).Exec(func(ct pgxconn.CommandTag) error {
-		if ct.RowsAffected() != 1 {
-			return pipeline.Permanent(fmt.Errorf("region %s: checkpoint row missing for pipeline %s in %s; it was deleted while regiond ran: restore it or run `regiond backfill`",
-				t.a.cfg.Target, t.a.cfg.Pipeline, pgconn.CheckpointTable))
-		}
+	missing := func() error {
+		return pipeline.Permanent(fmt.Errorf("region %s: checkpoint row missing for pipeline %s in %s; it was deleted while regiond ran: restore it or run `regiond backfill`",
+			t.a.cfg.Target, t.a.cfg.Pipeline, pgconn.CheckpointTable))
+	}
+	epoch := t.a.epoch.Load()
+	if epoch <= 0 {
+		t.pending.Queue(mark, args...).Exec(func(ct pgxconn.CommandTag) error {
+			if ct.RowsAffected() != 1 {
+				return missing()
+			}
+			return nil
+		})
 		return nil
+	}
+	// The marker write is also the fence: it matches only while the row
+	// holds this process's epoch, and then locks the row until commit, so
+	// no newer leader's epoch can come in between. The statement reports
+	// the epoch it saw, to tell a takeover from a missing row.
+	args = append(args, epoch)
+	fenced := "WITH m AS (" + mark + fmt.Sprintf(" AND epoch = $%d RETURNING 1)", len(args)) +
+		" SELECT (SELECT count(*) FROM m), (SELECT epoch FROM " + t.a.checkpointTable() + " WHERE pipeline = $1)"
+	t.pending.Queue(fenced, args...).QueryRow(func(row pgx.Row) error {
+		var (
+			n   int64
+			cur *int64
+		)
+		if err := row.Scan(&n, &cur); err != nil {
+			return err
+		}
+		switch {
+		case n == 1:
+			return nil
+		case cur == nil:
+			return missing()
+		}
+		return fmt.Errorf("region %s: pipeline %s: %w (this process's epoch %d, now %d)", t.a.cfg.Target, t.a.cfg.Pipeline, pipeline.ErrFenced, epoch, *cur)
 	})
 	return nil
 }

@@ -50,6 +50,7 @@ type Reader struct {
 	cfg    Config
 	logger *slog.Logger
 	db     *sql.DB
+	ends   ends // binlog coordinates of recent transaction ends (LagBytes)
 }
 
 var _ source.Source = (*Reader)(nil)
@@ -174,6 +175,7 @@ func (r *Reader) Read(ctx context.Context, from checkpoint.Position, out chan<- 
 		cur:    start.Set(),
 		tables: map[uint64]*tableDef{},
 		logger: r.logger,
+		ends:   &r.ends,
 	}
 	for {
 		ev, err := streamer.GetEvent(ctx)
@@ -183,6 +185,10 @@ func (r *Reader) Read(ctx context.Context, from checkpoint.Position, out chan<- 
 			}
 			return r.classify(fmt.Errorf("region %s: read binlog: %w", r.cfg.Region, err))
 		}
+		if rot, ok := ev.Event.(*replication.RotateEvent); ok {
+			d.file = string(rot.NextLogName)
+		}
+		d.logPos = ev.Header.LogPos
 		txn, send, err := d.event(ev)
 		if err != nil {
 			return err
@@ -317,6 +323,11 @@ type decoder struct {
 	cur    gomysql.GTIDSet // GTID state after the last committed transaction
 	tables map[uint64]*tableDef
 	logger *slog.Logger
+	// file and logPos are the binlog file and the end of the current
+	// event; ends records them for each transaction end.
+	file   string
+	logPos uint32
+	ends   *ends
 
 	inTxn      bool
 	standalone bool // MariaDB: a GTID event of a single-statement (DDL) transaction
@@ -417,6 +428,9 @@ func (d *decoder) commit() (source.Txn, bool, error) {
 		txn.Changes = nil
 	}
 	d.changes = nil
+	if d.ends != nil && d.file != "" && d.logPos > 0 {
+		d.ends.add(txn.End.String(), binlogCoord{d.file, d.logPos})
+	}
 	return txn, true, nil
 }
 
