@@ -295,6 +295,12 @@ clean_postgres_locks() {
 
 ensure_postgres() {
 	local tool
+	if [[ ! -x $PG_BIN/initdb ]]; then
+		echo "testdb.sh: $PG_BIN/initdb not found, installing postgresql-15" >&2
+		{ apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql-15 postgresql-client-15; } >&2 ||
+			die "installing postgresql-15 failed; run: apt-get install -y postgresql-15"
+		# The package may start its own cluster on 5432; it is left alone.
+	fi
 	for tool in initdb pg_ctl postgres; do
 		[[ -x $PG_BIN/$tool ]] || die "$PG_BIN/$tool not found; run: apt-get install -y postgresql-15"
 	done

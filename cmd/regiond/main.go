@@ -66,6 +66,7 @@ func newRoot() *cobra.Command {
 	root.AddCommand(newVerifyCmd())
 	root.AddCommand(newBackfillCmd())
 	root.AddCommand(newStatusCmd())
+	root.AddCommand(newDemoCmd())
 	return root
 }
 

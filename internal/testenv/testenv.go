@@ -32,9 +32,12 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/regiond/regiond/scripts"
 )
 
 // Engine names, as used in Server.Engine and in regiond's DSN schemes.
@@ -273,11 +276,10 @@ func parsePort(out []byte) (int, error) {
 // commands it is waiting on; the servers it starts detach into their own
 // sessions and are not affected.
 func runScript(ctx context.Context, args ...string) ([]byte, error) {
-	root, err := RepoRoot()
+	script, err := scriptPath()
 	if err != nil {
 		return nil, err
 	}
-	script := filepath.Join(root, "scripts", "testdb.sh")
 	cmd := exec.CommandContext(ctx, "bash", append([]string{script}, args...)...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -292,6 +294,38 @@ func runScript(ctx context.Context, args ...string) ([]byte, error) {
 			strings.Join(args, " "), err, formatStderr(stderr.Bytes()))
 	}
 	return stdout.Bytes(), nil
+}
+
+var (
+	embeddedOnce   sync.Once
+	embeddedScript string
+	embeddedErr    error
+)
+
+// scriptPath returns scripts/testdb.sh of the checkout the working directory
+// is in, or, outside a checkout (an installed regiond running `demo`), a copy
+// of the script embedded in the binary, written once to a temporary file.
+func scriptPath() (string, error) {
+	if root, err := RepoRoot(); err == nil {
+		p := filepath.Join(root, "scripts", "testdb.sh")
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+	}
+	embeddedOnce.Do(func() {
+		f, err := os.CreateTemp("", "regiond-testdb-*.sh")
+		if err != nil {
+			embeddedErr = fmt.Errorf("testenv: writing the embedded testdb.sh: %w", err)
+			return
+		}
+		defer f.Close()
+		if _, err := f.Write(scripts.TestDB); err != nil {
+			embeddedErr = fmt.Errorf("testenv: writing the embedded testdb.sh: %w", err)
+			return
+		}
+		embeddedScript = f.Name()
+	})
+	return embeddedScript, embeddedErr
 }
 
 // formatStderr returns the tail of the script's stderr for an error message.
