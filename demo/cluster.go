@@ -77,11 +77,11 @@ func engineFor(i int) string {
 // Start starts n regions' servers under dir (which must not exist yet or be
 // empty), creates the demo tables in each and writes the config. progress
 // gets one line per server started. On error, whatever started is removed.
-func Start(ctx context.Context, dir string, n int, progress func(string)) (c *Cluster, err error) {
+func Start(ctx context.Context, dir string, n int, progress func(string)) (_ *Cluster, err error) {
 	if n < 2 || n > MaxRegions {
 		return nil, fmt.Errorf("demo: %d regions: choose 2 to %d", n, MaxRegions)
 	}
-	c = &Cluster{Dir: dir}
+	c := &Cluster{Dir: dir}
 	defer func() {
 		if err != nil {
 			_ = c.Close()

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -16,7 +17,7 @@ import (
 // newcomer to: it must exit 0 (the regions converged, by verify), having
 // shown live progress, and leave no server or directory behind.
 func TestDemo(t *testing.T) {
-	out, err := runDemo(t, 0, "demo", "--duration", "15s")
+	out, err := runDemo(t, "", "demo", "--duration", "15s")
 	if err != nil {
 		t.Fatalf("regiond demo: %v\n%s", err, out)
 	}
@@ -34,7 +35,7 @@ func TestDemo(t *testing.T) {
 // TestDemoInterrupted: Ctrl-C in the middle of the workload stops the demo
 // and still removes its servers and directory.
 func TestDemoInterrupted(t *testing.T) {
-	out, err := runDemo(t, 8*time.Second, "demo", "--duration", "60s")
+	out, err := runDemo(t, "writes", "demo", "--duration", "60s")
 	var ee *exec.ExitError
 	if err == nil || !errors.As(err, &ee) {
 		t.Fatalf("interrupted demo: err %v, want a non-zero exit\n%s", err, out)
@@ -42,21 +43,38 @@ func TestDemoInterrupted(t *testing.T) {
 	assertDemoCleanedUp(t, out)
 }
 
-// runDemo runs the binary with args; interruptAfter > 0 sends SIGINT then.
-func runDemo(t *testing.T, interruptAfter time.Duration, args ...string) (string, error) {
+// runDemo runs the binary with args; with interruptOn set, it sends SIGINT
+// once the output shows that text (a second later).
+func runDemo(t *testing.T, interruptOn string, args ...string) (string, error) {
 	t.Helper()
 	cmd := exec.Command(regiondBinary(t), args...)
 	cmd.Dir = t.TempDir() // not the checkout: the demo must work from its embedded script
-	var buf bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &buf, &buf
+	buf := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = buf, buf
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	if interruptAfter > 0 {
-		timer := time.AfterFunc(interruptAfter, func() { _ = cmd.Process.Signal(syscall.SIGINT) })
-		defer timer.Stop()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	var err error
+	if interruptOn == "" {
+		err = <-done
+	} else {
+	wait:
+		for {
+			select {
+			case err = <-done:
+				break wait
+			case <-time.After(200 * time.Millisecond):
+				if strings.Contains(buf.String(), interruptOn) {
+					time.Sleep(time.Second)
+					_ = cmd.Process.Signal(syscall.SIGINT)
+					err = <-done
+					break wait
+				}
+			}
+		}
 	}
-	err := cmd.Wait()
 	t.Logf("regiond %s:\n%s", strings.Join(args, " "), buf.String())
 	return buf.String(), err
 }
@@ -76,4 +94,22 @@ func assertDemoCleanedUp(t *testing.T, out string) {
 	if len(bytes.TrimSpace(ps)) > 0 {
 		t.Errorf("demo left servers running:\n%s", ps)
 	}
+}
+
+// syncBuffer is a bytes.Buffer that a process writes while the test reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

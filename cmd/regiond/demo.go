@@ -140,7 +140,7 @@ func runDemo(ctx context.Context, out io.Writer, o demoOptions) (err error) {
 		}
 	}
 	if ctx.Err() != nil {
-		return ctx.Err()
+		return errors.New("interrupted; removing the servers")
 	}
 	st := w.Stats()
 	fmt.Fprintf(out, "writers stopped: %d transactions (%d touched a row owned by another region), %d deadlock retries\n",
