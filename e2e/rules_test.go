@@ -148,9 +148,9 @@ func TestConflictRules(t *testing.T) {
 		t.Error("no conflict recorded")
 	}
 	t.Logf("%d conflicts recorded", conflicts)
-	before := activity(t, rs)
+	before := activity(t, rs, "profiles", "accounts")
 	time.Sleep(3 * time.Second)
-	if after := activity(t, rs); after != before {
+	if after := activity(t, rs, "profiles", "accounts"); after != before {
 		t.Fatalf("writes continue after convergence (echo?): %s -> %s", before, after)
 	}
 }
