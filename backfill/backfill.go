@@ -280,7 +280,7 @@ func copyChunk(ctx context.Context, cfg Config, w Writer, store *progressStore, 
 			return 0, 0, fmt.Errorf("table %s chunk %d: %w", j.table.Def.Name, j.chunk.n, err)
 		}
 		retries.Add(1)
-		cfg.Logger.Debug("chunk retried", "table", j.table.Def.Name, "chunk", j.chunk.n, "error", err)
+		cfg.Logger.Warn("chunk write retried", "table", j.table.Def.Name, "chunk", j.chunk.n, "attempt", attempt+1, "error", err)
 		d := min(time.Duration(1<<min(attempt, 6))*50*time.Millisecond, 3*time.Second)
 		select {
 		case <-ctx.Done():

@@ -38,9 +38,11 @@ func (a *Applier) BeginChunk(ctx context.Context, marker, kind string, guard []s
 	t := a.chunk
 	a.chunk = nil
 	if t == nil || t.conn.IsClosed() {
-		conn, err := a.connect(ctx)
+		cc := a.conn.Copy()
+		cc.RuntimeParams["application_name"] = chunkApplication
+		conn, err := pgx.ConnectConfig(ctx, cc)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, fmt.Errorf("region %s: connect: %w", a.cfg.Target, err)
 		}
 		if err := a.setupSession(ctx, conn); err != nil {
 			closeConn(conn)
@@ -163,6 +165,10 @@ func (a *Applier) Retryable(err error) bool {
 	return (&target{a: a}).Classify(err) != batch.Rejected
 }
 
+// chunkApplication is the application_name of chunk transactions'
+// connections, so that they do not yield to each other.
+const chunkApplication = "regiond chunk"
+
 // yieldToAppliers waits (up to 10 s) while another session has waited
 // more than 200 ms for a row lock of regiond_checkpoints, i.e. an applier
 // waiting for the shared locks chunk transactions hold on its checkpoint
@@ -177,8 +183,8 @@ func (a *Applier) yieldToAppliers(ctx context.Context, conn *pgx.Conn) error {
 		var waiting bool
 		err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_locks l JOIN pg_stat_activity s ON s.pid = l.pid
 			WHERE l.locktype = 'tuple' AND l.relation = $1::regclass AND l.pid <> pg_backend_pid()
-			AND s.query_start < clock_timestamp() - interval '200 milliseconds')`,
-			a.checkpointTable()).Scan(&waiting)
+			AND s.query_start < clock_timestamp() - interval '200 milliseconds' AND s.application_name <> $2)`,
+			a.checkpointTable(), chunkApplication).Scan(&waiting)
 		if err != nil || !waiting || time.Now().After(deadline) {
 			return err
 		}
