@@ -124,6 +124,10 @@ type Progress struct {
 	AllChunks   int
 	Resumed     int64 // rows already copied by an earlier run
 	Retries     int64 // chunk writes retried (lock conflicts, lost connections)
+	// Time the chunks spent, summed over the workers: waiting for the
+	// appliers into the target (and opening the transaction), reading the
+	// source, writing and committing into the target.
+	Wait, Read, Write time.Duration
 }
 
 // Result is what a run did.
@@ -197,7 +201,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if p.Resumed > 0 {
 		cfg.Logger.Info("resuming backfill", "from", cfg.From, "to", cfg.To, "chunks_done", p.Chunks, "chunks", p.AllChunks)
 	}
-	if cfg.Source.SQL.Stats().MaxOpenConnections == 0 || cfg.Source.SQL.Stats().MaxOpenConnections < cfg.Parallel+1 {
+	if m := cfg.Source.SQL.Stats().MaxOpenConnections; m != 0 && m < cfg.Parallel+1 {
 		cfg.Source.SQL.SetMaxOpenConns(cfg.Parallel + 1)
 	}
 
@@ -208,6 +212,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		skip  atomic.Int64
 		done  atomic.Int64
 		retry atomic.Int64
+		times [3]atomic.Int64
 		total = p
 	)
 	report := func() {
@@ -221,6 +226,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		q.Skipped += skip.Load()
 		q.Chunks += int(done.Load())
 		q.Retries += retry.Load()
+		q.Wait, q.Read, q.Write = time.Duration(times[0].Load()), time.Duration(times[1].Load()), time.Duration(times[2].Load())
 		cfg.Progress(q)
 	}
 	report()
@@ -242,7 +248,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 				j := jobs[next]
 				next++
 				mu.Unlock()
-				n, s, err := copyChunk(gctx, cfg, w, store, marker, guard, j, &retry)
+				n, s, err := copyChunk(gctx, cfg, w, store, marker, guard, j, &retry, &times)
 				if err != nil {
 					return err
 				}
@@ -259,13 +265,14 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	res.Skipped += skip.Load()
 	res.Chunks += int(done.Load())
 	res.Retries += retry.Load()
+	res.Wait, res.Read, res.Write = time.Duration(times[0].Load()), time.Duration(times[1].Load()), time.Duration(times[2].Load())
 	return res, err
 }
 
 // copyChunk copies one chunk, retrying what is worth retrying.
-func copyChunk(ctx context.Context, cfg Config, w Writer, store *progressStore, marker string, guard []string, j job, retries *atomic.Int64) (rows, skipped int64, err error) {
+func copyChunk(ctx context.Context, cfg Config, w Writer, store *progressStore, marker string, guard []string, j job, retries *atomic.Int64, times *[3]atomic.Int64) (rows, skipped int64, err error) {
 	for attempt := 0; ; attempt++ {
-		rows, skipped, err = tryChunk(ctx, cfg, w, store, marker, guard, j)
+		rows, skipped, err = tryChunk(ctx, cfg, w, store, marker, guard, j, times)
 		if err == nil || ctx.Err() != nil {
 			return rows, skipped, err
 		}
@@ -273,7 +280,7 @@ func copyChunk(ctx context.Context, cfg Config, w Writer, store *progressStore, 
 			return 0, 0, fmt.Errorf("table %s chunk %d: %w", j.table.Def.Name, j.chunk.n, err)
 		}
 		retries.Add(1)
-		cfg.Logger.Debug("chunk retried", "table", j.table.Def.Name, "chunk", j.chunk.n, "error", err)
+		cfg.Logger.Warn("chunk write retried", "table", j.table.Def.Name, "chunk", j.chunk.n, "attempt", attempt+1, "error", err)
 		d := min(time.Duration(1<<min(attempt, 6))*50*time.Millisecond, 3*time.Second)
 		select {
 		case <-ctx.Done():
@@ -283,8 +290,15 @@ func copyChunk(ctx context.Context, cfg Config, w Writer, store *progressStore, 
 	}
 }
 
-func tryChunk(ctx context.Context, cfg Config, w Writer, store *progressStore, marker string, guard []string, j job) (int64, int64, error) {
+func tryChunk(ctx context.Context, cfg Config, w Writer, store *progressStore, marker string, guard []string, j job, times *[3]atomic.Int64) (int64, int64, error) {
+	t0 := time.Now()
+	lap := func(i int) {
+		now := time.Now()
+		times[i].Add(int64(now.Sub(t0)))
+		t0 = now
+	}
 	tx, pos, err := w.BeginChunk(ctx, marker, "backfill", guard)
+	lap(0)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -293,9 +307,11 @@ func tryChunk(ctx context.Context, cfg Config, w Writer, store *progressStore, m
 		return 0, 0, fmt.Errorf("%w: the checkpoint of pipeline %s vanished from region %s", ErrNoPipeline, cfg.Pipeline, cfg.To)
 	}
 	rows, err := readLocked(ctx, cfg.Source, j.table, j.chunk.rng)
+	lap(1)
 	if err != nil {
 		return 0, 0, err
 	}
+	defer lap(2)
 	skipped, err := tx.Upsert(ctx, j.table.Def, rows)
 	if err != nil {
 		return 0, 0, fmt.Errorf("region %s: write: %w", cfg.To, err)

@@ -95,7 +95,7 @@ func class(typ string) string {
 		return "bool"
 	case strings.HasPrefix(t, "bit"):
 		return "bits"
-	case hasPrefix(t, "tinyint", "smallint", "mediumint", "int", "bigint", "integer") || strings.HasPrefix(t, "year") || strings.HasPrefix(t, "decimal") || strings.HasPrefix(t, "numeric") ||
+	case hasPrefix(t, "tinyint", "smallint", "mediumint", "bigint", "integer", "int(", "int ") || t == "int" || strings.HasPrefix(t, "year") || strings.HasPrefix(t, "decimal") || strings.HasPrefix(t, "numeric") ||
 		strings.HasPrefix(t, "float") || strings.HasPrefix(t, "double") || t == "real":
 		return "number"
 	case strings.HasPrefix(t, "datetime") || strings.HasPrefix(t, "timestamp"):

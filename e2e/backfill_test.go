@@ -50,6 +50,8 @@ func TestBackfillMariaDBToMariaDB(t *testing.T) {
 }
 
 func testBackfill(t *testing.T, src, dst *region, rows int) {
+	began := time.Now()
+	step := func(what string) { t.Logf("%6.1fs %s", time.Since(began).Seconds(), what) }
 	// Existing rows, written before regiond starts: only backfill brings
 	// them to dst.
 	dbtest.Exec(t, src.db,
@@ -57,10 +59,12 @@ func testBackfill(t *testing.T, src, dst *region, rows int) {
 			UNHEX(LPAD(HEX(seq), 8, '0')), '2024-01-02 03:04:05.123456' + INTERVAL seq SECOND, '2024-06-01 00:00:00' + INTERVAL seq MINUTE,
 			'2020-01-01' + INTERVAL seq %% 3000 DAY, seq %% 2 FROM seq_1_to_%d`, rows),
 		"INSERT INTO profiles SELECT seq, 1000, CONCAT('p', seq) FROM seq_1_to_5000")
+	step("source loaded")
 	cfg := writeConfig(t, []*region{src, dst}, nil, "state_dir: "+t.TempDir()+"\n"+backfillTables)
 	d := newDaemon(t, "run", "--config", cfg)
 	d.start()
 	waitMesh(t, src, dst)
+	step("pipelines started")
 
 	// A writer on the source: updates, deletes and inserts of items, and
 	// last_writer_wins updates and deletes of profiles with rising
@@ -123,6 +127,7 @@ wait:
 		t.Fatal("not killed")
 	}
 
+	step("first backfill killed")
 	// The rerun continues from the chunks done.
 	start := time.Now()
 	out, err := exec.Command(bin, args...).CombinedOutput()
@@ -137,6 +142,7 @@ wait:
 	time.Sleep(time.Second)
 	cancel()
 	wg.Wait()
+	step("writer stopped")
 	if werr != nil {
 		t.Fatalf("writer: %v", werr)
 	}
@@ -147,7 +153,9 @@ wait:
 
 	for _, tb := range []string{"items", "profiles"} {
 		dbtest.WaitEqualCanonical(t, 2*time.Minute, tb, src.canon(), dst.canon())
+		step(tb + " equal")
 	}
+	step("regions equal")
 	var n int
 	if err := dst.db.QueryRow("SELECT COUNT(*) FROM items").Scan(&n); err != nil || n < rows/2 {
 		t.Fatalf("target holds %d items (%v)", n, err)
@@ -174,8 +182,8 @@ wait:
 }
 
 // backfillWriter changes the source until ctx ends: small transactions of
-// updates, deletes and inserts of items, updates (rising versions) and
-// deletes of profiles.
+// updates, deletes and inserts of items; one transaction in ten updates
+// (rising versions) and deletes profiles instead.
 func backfillWriter(ctx context.Context, db *sql.DB, rows int, writes *atomic.Int64) error {
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
 	next := int64(rows)
@@ -185,11 +193,17 @@ func backfillWriter(ctx context.Context, db *sql.DB, rows int, writes *atomic.In
 		if err != nil {
 			return ignoreCancel(ctx, err)
 		}
+		// One transaction in ten writes profiles, the others items.
+		lww := rng.IntN(10) == 0
 		for range 1 + rng.IntN(4) {
 			id := 1 + rng.Int64N(int64(rows)+1000)
 			var q string
 			var args []any
-			switch k := rng.IntN(10); {
+			k := rng.IntN(8)
+			if lww {
+				k = 8 + rng.IntN(2)
+			}
+			switch {
 			case k < 5:
 				q, args = "UPDATE items SET n = n + 1, name = ?, at = UTC_TIMESTAMP(6), flag = 1 - flag WHERE id = ?", []any{fmt.Sprintf("upd-%d", rng.IntN(1e6)), id}
 			case k < 7:
@@ -212,6 +226,9 @@ func backfillWriter(ctx context.Context, db *sql.DB, rows int, writes *atomic.In
 			return ignoreCancel(ctx, err)
 		}
 		writes.Add(1)
+		// A busy application, not a flood: the backfill shares the
+		// target with the applier of these writes.
+		time.Sleep(10 * time.Millisecond)
 	}
 	return nil
 }

@@ -167,6 +167,8 @@ func runBackfill(ctx context.Context, cfg *config.Config, src, dst config.Region
 	if res.Resumed > 0 {
 		fmt.Fprintf(stdout, ", %d copied before", res.Resumed)
 	}
+	fmt.Fprintf(stdout, "; chunk time: %s waiting for the appliers into %s, %s reading %s, %s writing",
+		res.Wait.Round(time.Millisecond), dst.Name, res.Read.Round(time.Millisecond), src.Name, res.Write.Round(time.Millisecond))
 	if res.Retries > 0 {
 		fmt.Fprintf(stdout, ", %d chunk writes retried", res.Retries)
 	}

@@ -18,6 +18,7 @@ import (
 type ChunkTx struct {
 	w    *writer
 	conn *sql.Conn
+	done bool // committed or rolled back
 }
 
 // BeginChunk opens a chunk transaction. First it takes a shared lock on the
@@ -126,6 +127,7 @@ func (c *ChunkTx) Exec(ctx context.Context, query string, args ...any) error {
 func (c *ChunkTx) Commit(context.Context) error {
 	err := c.w.tx.Commit()
 	c.w.tx = nil
+	c.done = true
 	c.conn.Close()
 	return err
 }
@@ -133,6 +135,10 @@ func (c *ChunkTx) Commit(context.Context) error {
 // Rollback abandons the transaction, if still open, and releases its
 // connection. It is safe to call after Commit.
 func (c *ChunkTx) Rollback() {
+	if c.done {
+		return
+	}
+	c.done = true
 	if c.w.tx != nil {
 		_ = c.w.tx.Rollback()
 		c.w.tx = nil

@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	pgxconn "github.com/jackc/pgx/v5/pgconn"
@@ -18,7 +19,8 @@ import (
 // through the same statements and value conversions as the applier's, with
 // session_replication_role = replica.
 type ChunkTx struct {
-	t *target
+	t    *target
+	done bool // committed or rolled back
 }
 
 // BeginChunk opens a chunk transaction on a connection of its own. First
@@ -36,15 +38,24 @@ func (a *Applier) BeginChunk(ctx context.Context, marker, kind string, guard []s
 	t := a.chunk
 	a.chunk = nil
 	if t == nil || t.conn.IsClosed() {
-		conn, err := a.connect(ctx)
+		cc := a.conn.Copy()
+		cc.RuntimeParams["application_name"] = chunkApplication
+		conn, err := pgx.ConnectConfig(ctx, cc)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, fmt.Errorf("region %s: connect: %w", a.cfg.Target, err)
 		}
 		if err := a.setupSession(ctx, conn); err != nil {
 			closeConn(conn)
 			return nil, nil, err
 		}
 		t = &target{a: a, conn: conn, tables: map[string]*pgTable{}, plans: map[*source.Table]*plan{}, reads: map[*pgTable]*ruleInfo{}}
+	}
+	if len(guard) > 0 {
+		if err := a.yieldToAppliers(ctx, t.conn); err != nil {
+			t.Rollback()
+			closeConn(t.conn)
+			return nil, nil, fmt.Errorf("region %s: %w", a.cfg.Target, err)
+		}
 	}
 	c := &ChunkTx{t: t}
 	pos := map[string]string{}
@@ -129,6 +140,7 @@ func (c *ChunkTx) Commit(ctx context.Context) error {
 		return err
 	}
 	c.t.begun = false
+	c.done = true
 	c.t.a.chunk = c.t
 	return nil
 }
@@ -136,6 +148,10 @@ func (c *ChunkTx) Commit(ctx context.Context) error {
 // Rollback abandons the transaction, if still open, and closes its
 // connection. It is safe to call after Commit.
 func (c *ChunkTx) Rollback() {
+	if c.done {
+		return
+	}
+	c.done = true
 	c.t.Rollback()
 	if !c.t.conn.IsClosed() {
 		closeConn(c.t.conn)
@@ -147,4 +163,35 @@ func (c *ChunkTx) Rollback() {
 // than that the target rejects the data: the chunk can be written again.
 func (a *Applier) Retryable(err error) bool {
 	return (&target{a: a}).Classify(err) != batch.Rejected
+}
+
+// chunkApplication is the application_name of chunk transactions'
+// connections, so that they do not yield to each other.
+const chunkApplication = "regiond chunk"
+
+// yieldToAppliers waits (up to 10 s) while another session has waited
+// more than 200 ms for a row lock of regiond_checkpoints, i.e. an applier
+// waiting for the shared locks chunk transactions hold on its checkpoint
+// row. PostgreSQL grants a shared
+// row lock at once when only shared locks are held, however long an
+// updater has been waiting, so parallel chunk transactions whose shared
+// locks overlap would hold an applier back for as long as the backfill
+// runs; letting the waiting applier in first keeps it moving.
+func (a *Applier) yieldToAppliers(ctx context.Context, conn *pgx.Conn) error {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var waiting bool
+		err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_locks l JOIN pg_stat_activity s ON s.pid = l.pid
+			WHERE l.locktype = 'tuple' AND l.relation = $1::regclass AND l.pid <> pg_backend_pid()
+			AND s.query_start < clock_timestamp() - interval '200 milliseconds' AND s.application_name <> $2)`,
+			a.checkpointTable(), chunkApplication).Scan(&waiting)
+		if err != nil || !waiting || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
 }
