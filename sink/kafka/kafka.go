@@ -1,0 +1,392 @@
+// Package kafka publishes a region's own row changes to Kafka as
+// Debezium-style JSON envelopes, one topic per table, keyed by primary key.
+//
+// Delivery is at-least-once: the pipeline's source position advances, and
+// is written to state_dir, only after the brokers acknowledged (acks=all)
+// every message before it. After a crash the messages since the last saved
+// position are published again, with the same source.pos.
+package kafka
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"time"
+
+	kafkago "github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/sasl"
+	"github.com/segmentio/kafka-go/sasl/plain"
+	"github.com/segmentio/kafka-go/sasl/scram"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/regiond/regiond/checkpoint"
+	"github.com/regiond/regiond/config"
+	"github.com/regiond/regiond/pipeline"
+	"github.com/regiond/regiond/source"
+)
+
+// Config configures one Kafka pipeline (a region's own log to Kafka).
+type Config struct {
+	// Pipeline names the pipeline, e.g. "east->kafka"; its position is kept
+	// in State under this name.
+	Pipeline string
+	// Origin fills the envelopes' source block.
+	Origin Origin
+	// Tables are the configured tables: their topics are created at Open
+	// when missing.
+	Tables []string
+	// Kafka is the config's kafka block.
+	Kafka config.Kafka
+	// State keeps the delivered position (the config's state_dir).
+	State *checkpoint.FileStore
+	// BatchMessages bounds the messages of one write (default 16384).
+	BatchMessages int
+}
+
+// Sink publishes a pipeline's transactions to Kafka.
+type Sink struct {
+	cfg       Config
+	logger    *slog.Logger
+	transport *kafkago.Transport
+	writer    *kafkago.Writer
+}
+
+var _ pipeline.Sink = (*Sink)(nil)
+
+// New returns a sink; it connects lazily. It fails when the TLS files cannot
+// be read.
+func New(cfg Config, logger *slog.Logger) (*Sink, error) {
+	if cfg.State == nil {
+		return nil, errors.New("kafka pipeline " + cfg.Pipeline + ": state_dir is required")
+	}
+	if cfg.BatchMessages <= 0 {
+		cfg.BatchMessages = 16384
+	}
+	if cfg.Kafka.Partitions <= 0 {
+		cfg.Kafka.Partitions = config.DefaultPartitions
+	}
+	transport, err := NewTransport(cfg.Kafka)
+	if err != nil {
+		return nil, err
+	}
+	return &Sink{
+		cfg:       cfg,
+		logger:    logger.With("pipeline", cfg.Pipeline),
+		transport: transport,
+		writer:    NewWriter(cfg.Kafka, transport),
+	}, nil
+}
+
+// NewTransport returns a connection pool for the brokers of k, with its TLS
+// and SASL settings.
+func NewTransport(k config.Kafka) (*kafkago.Transport, error) {
+	t := &kafkago.Transport{DialTimeout: 10 * time.Second, IdleTimeout: time.Minute, ClientID: "regiond"}
+	if k.TLS.Enabled {
+		c := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: k.TLS.InsecureSkipVerify}
+		if k.TLS.CAFile != "" {
+			pem, err := os.ReadFile(k.TLS.CAFile)
+			if err != nil {
+				return nil, fmt.Errorf("kafka.tls.ca_file: %w", err)
+			}
+			c.RootCAs = x509.NewCertPool()
+			if !c.RootCAs.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("kafka.tls.ca_file %s: no PEM certificate in it", k.TLS.CAFile)
+			}
+		}
+		if k.TLS.CertFile != "" {
+			cert, err := tls.LoadX509KeyPair(k.TLS.CertFile, k.TLS.KeyFile)
+			if err != nil {
+				return nil, fmt.Errorf("kafka.tls.cert_file/key_file: %w", err)
+			}
+			c.Certificates = []tls.Certificate{cert}
+		}
+		t.TLS = c
+	}
+	var mech sasl.Mechanism
+	switch k.SASL.Mechanism {
+	case "":
+	case config.SASLPlain:
+		mech = plain.Mechanism{Username: k.SASL.Username, Password: k.SASL.Password}
+	case config.SASLScramSHA256, config.SASLScramSHA512:
+		algo := scram.SHA256
+		if k.SASL.Mechanism == config.SASLScramSHA512 {
+			algo = scram.SHA512
+		}
+		m, err := scram.Mechanism(algo, k.SASL.Username, k.SASL.Password)
+		if err != nil {
+			return nil, fmt.Errorf("kafka.sasl: %w", err)
+		}
+		mech = m
+	default:
+		return nil, fmt.Errorf("kafka.sasl.mechanism %q is not supported", k.SASL.Mechanism)
+	}
+	t.SASL = mech
+	return t, nil
+}
+
+// NewWriter returns the writer regiond publishes with: acks from every
+// in-sync replica, partition by murmur2 of the key as Kafka's Java client
+// does (so one row's events stay in one partition, in order), batches sent
+// as soon as a write hands them over.
+func NewWriter(k config.Kafka, transport *kafkago.Transport) *kafkago.Writer {
+	return &kafkago.Writer{
+		Addr:         kafkago.TCP(k.Brokers...),
+		Balancer:     &kafkago.Murmur2Balancer{Consistent: true},
+		RequiredAcks: kafkago.RequireAll,
+		MaxAttempts:  5,
+		BatchSize:    1 << 20, // bounded by BatchBytes
+		BatchBytes:   1 << 20,
+		BatchTimeout: time.Millisecond,
+		WriteTimeout: 30 * time.Second,
+		ReadTimeout:  30 * time.Second,
+		Transport:    transport,
+	}
+}
+
+// Topic is the topic of table's events.
+func Topic(k config.Kafka, table string) string { return k.TopicPrefix + "." + table }
+
+// EnsureTopics creates the topics of tables that do not exist yet, with
+// k.Partitions partitions and the brokers' default replication factor.
+func EnsureTopics(ctx context.Context, k config.Kafka, transport *kafkago.Transport, tables []string) error {
+	if len(tables) == 0 {
+		return nil
+	}
+	client := &kafkago.Client{Addr: kafkago.TCP(k.Brokers...), Transport: transport, Timeout: 30 * time.Second}
+	partitions := k.Partitions
+	if partitions <= 0 {
+		partitions = config.DefaultPartitions
+	}
+	req := &kafkago.CreateTopicsRequest{}
+	for _, t := range tables {
+		req.Topics = append(req.Topics, kafkago.TopicConfig{Topic: Topic(k, t), NumPartitions: partitions, ReplicationFactor: -1})
+	}
+	res, err := client.CreateTopics(ctx, req)
+	if err != nil {
+		return fmt.Errorf("create kafka topics: %w", brokerHint(k, err))
+	}
+	for topic, err := range res.Errors {
+		if err != nil && !errors.Is(err, kafkago.TopicAlreadyExists) {
+			return fmt.Errorf("create kafka topic %s: %w", topic, err)
+		}
+	}
+	return nil
+}
+
+func brokerHint(k config.Kafka, err error) error {
+	var op *net.OpError
+	if errors.As(err, &op) {
+		return fmt.Errorf("%w (are the brokers %v up and reachable?)", err, k.Brokers)
+	}
+	return err
+}
+
+// Open creates missing topics and returns the delivered position kept in
+// state_dir, "" when the pipeline has none yet.
+func (s *Sink) Open(ctx context.Context) (string, error) {
+	if err := EnsureTopics(ctx, s.cfg.Kafka, s.transport, s.cfg.Tables); err != nil {
+		return "", err
+	}
+	rec, ok, err := s.cfg.State.LoadPublished(s.cfg.Pipeline)
+	if err != nil {
+		return "", pipeline.Permanent(fmt.Errorf("state_dir: %w", err))
+	}
+	if !ok {
+		return "", nil
+	}
+	return rec.Position, nil
+}
+
+// Init stores pos as the starting position unless one is stored.
+func (s *Sink) Init(_ context.Context, pos string) (string, error) {
+	rec, ok, err := s.cfg.State.LoadPublished(s.cfg.Pipeline)
+	if err != nil {
+		return "", pipeline.Permanent(fmt.Errorf("state_dir: %w", err))
+	}
+	if ok {
+		return rec.Position, nil
+	}
+	if err := s.cfg.State.SavePublished(s.cfg.Pipeline, checkpoint.Published{Position: pos}); err != nil {
+		return "", fmt.Errorf("state_dir: %w", err)
+	}
+	return pos, nil
+}
+
+// Close releases the brokers' connections.
+func (s *Sink) Close() error {
+	err := s.writer.Close()
+	s.transport.CloseIdleConnections()
+	return err
+}
+
+// batch is one write: its messages and the position of the last source
+// transaction that ends in it (nil when none does).
+type batch struct {
+	msgs []kafkago.Message
+	end  checkpoint.Position
+}
+
+// Apply publishes the transactions from in, in order. An encoder turns them
+// into batches of messages while the previous batch is being written; after
+// the brokers acknowledged a batch, the position of the last transaction it
+// completes is saved in state_dir and reported durable.
+func (s *Sink) Apply(ctx context.Context, in <-chan source.Txn, durable func(pos checkpoint.Position, stored bool)) error {
+	g, gctx := errgroup.WithContext(ctx)
+	batches := make(chan batch, 1)
+	g.Go(func() error {
+		defer close(batches)
+		return s.encode(gctx, in, batches)
+	})
+	g.Go(func() error {
+		for b := range batches {
+			if err := s.write(gctx, b.msgs); err != nil {
+				return err
+			}
+			if b.end == nil {
+				continue
+			}
+			if err := s.cfg.State.SavePublished(s.cfg.Pipeline, checkpoint.Published{Position: b.end.String()}); err != nil {
+				return fmt.Errorf("save position to state_dir: %w", err)
+			}
+			durable(b.end, true)
+		}
+		return nil
+	})
+	return g.Wait()
+}
+
+// encode reads transactions and sends batches: as many messages as are
+// ready, up to BatchMessages, so that a lone transaction is not held back.
+func (s *Sink) encode(ctx context.Context, in <-chan source.Txn, out chan<- batch) error {
+	index := 0 // events of the current source transaction so far
+	var cur batch
+	add := func(txn source.Txn) {
+		now := time.Now()
+		for i := range txn.Changes {
+			c := &txn.Changes[i]
+			index = s.appendChange(&cur.msgs, c, txn.Commit, index, now)
+		}
+		if !txn.More {
+			index = 0
+			if txn.End != nil {
+				cur.end = txn.End
+			}
+		}
+	}
+	for {
+		var txn source.Txn
+		var ok bool
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case txn, ok = <-in:
+		}
+		if !ok {
+			return nil
+		}
+		add(txn)
+	drain:
+		for len(cur.msgs) < s.cfg.BatchMessages {
+			select {
+			case txn, ok = <-in:
+				if !ok {
+					break drain
+				}
+				add(txn)
+			default:
+				break drain
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case out <- cur:
+		}
+		cur = batch{msgs: make([]kafkago.Message, 0, len(cur.msgs))}
+		if !ok {
+			return nil
+		}
+	}
+}
+
+// appendChange appends the messages of one change and returns the index of
+// the transaction's next event. An update that changes the primary key is
+// published as Debezium does: a delete of the old key (and its tombstone)
+// and a create of the new one, each in its own key's partition.
+func (s *Sink) appendChange(msgs *[]kafkago.Message, c *source.Change, commit time.Time, index int, now time.Time) int {
+	ev := Event{Table: c.Table, Before: c.Before, After: c.After, TxID: c.TxnID, Commit: commit}
+	switch c.Op {
+	case source.Insert:
+		ev.Op = OpCreate
+		return s.appendEvent(msgs, &ev, Key(c.Table, c.After), index, now)
+	case source.Delete:
+		ev.Op = OpDelete
+		return s.appendEvent(msgs, &ev, Key(c.Table, c.Before), index, now)
+	}
+	key := Key(c.Table, c.After)
+	if c.Before != nil {
+		if old := Key(c.Table, c.Before); string(old) != string(key) && !hasUnchangedKey(c) {
+			del := Event{Table: c.Table, Op: OpDelete, Before: c.Before, TxID: c.TxnID, Commit: commit}
+			index = s.appendEvent(msgs, &del, old, index, now)
+			ins := Event{Table: c.Table, Op: OpCreate, After: c.After, TxID: c.TxnID, Commit: commit}
+			return s.appendEvent(msgs, &ins, key, index, now)
+		}
+	}
+	ev.Op = OpUpdate
+	return s.appendEvent(msgs, &ev, key, index, now)
+}
+
+// hasUnchangedKey reports whether the before image lacks key columns (a
+// PostgreSQL delete or key-only image never does; this guards odd images).
+func hasUnchangedKey(c *source.Change) bool {
+	for _, i := range c.Table.PK {
+		if i >= len(c.Before) || c.Before[i] == nil {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Sink) appendEvent(msgs *[]kafkago.Message, ev *Event, key []byte, index int, now time.Time) int {
+	ev.Pos = Pos(ev.TxID, index)
+	topic := Topic(s.cfg.Kafka, ev.Table.Name)
+	*msgs = append(*msgs, kafkago.Message{Topic: topic, Key: key, Value: s.cfg.Origin.AppendValue(nil, ev, now)})
+	if ev.Op == OpDelete && s.cfg.Kafka.Tombstones {
+		*msgs = append(*msgs, kafkago.Message{Topic: topic, Key: key})
+	}
+	return index + 1
+}
+
+// write publishes msgs and returns when the brokers acknowledged all of
+// them. A message too large for the brokers stops the pipeline: retrying
+// cannot help.
+func (s *Sink) write(ctx context.Context, msgs []kafkago.Message) error {
+	if len(msgs) == 0 {
+		return nil
+	}
+	err := s.writer.WriteMessages(ctx, msgs...)
+	if err == nil {
+		return nil
+	}
+	var tooLarge kafkago.MessageTooLargeError
+	if errors.As(err, &tooLarge) {
+		m := tooLarge.Message
+		return pipeline.Permanent(fmt.Errorf("kafka: event for key %s in topic %s is %d bytes, more than the writer's limit of %d: raise the brokers' message.max.bytes and regiond's limit, or store smaller rows",
+			m.Key, m.Topic, len(m.Key)+len(m.Value), s.writer.BatchBytes))
+	}
+	var werrs kafkago.WriteErrors
+	if errors.As(err, &werrs) {
+		for i, e := range werrs {
+			if e != nil {
+				return fmt.Errorf("kafka: publish to %s (%d of %d messages failed; the batch is published again): %w",
+					msgs[i].Topic, werrs.Count(), len(msgs), brokerHint(s.cfg.Kafka, e))
+			}
+		}
+	}
+	return fmt.Errorf("kafka: publish %d messages: %w", len(msgs), brokerHint(s.cfg.Kafka, err))
+}
