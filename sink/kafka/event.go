@@ -1,7 +1,6 @@
 package kafka
 
 import (
-	"encoding/json"
 	"strconv"
 	"strings"
 	"time"
@@ -51,13 +50,17 @@ func Pos(txid string, index int) string { return txid + "#" + strconv.Itoa(index
 // decimals as strings without insignificant zeros, other values as in
 // source.AppendJSONValue).
 func Key(t *source.Table, row source.Row) []byte {
-	b := make([]byte, 0, 16*len(t.PK)+2)
+	return AppendKey(make([]byte, 0, 16*len(t.PK)+2), t, row)
+}
+
+// AppendKey appends Key(t, row) to b.
+func AppendKey(b []byte, t *source.Table, row source.Row) []byte {
 	b = append(b, '{')
 	for i, c := range t.PK {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = appendString(b, t.Columns[c].Name)
+		b = appendText(b, t.Columns[c].Name)
 		b = append(b, ':')
 		var v any
 		if c < len(row) {
@@ -78,9 +81,9 @@ func appendKeyValue(b []byte, v any) []byte {
 		s, _ := source.Text(x)
 		return append(b, s...)
 	case source.Decimal:
-		return appendString(b, normDecimal(string(x)))
+		return appendText(b, normDecimal(string(x)))
 	}
-	return source.AppendJSONValue(b, v)
+	return appendValue(b, v)
 }
 
 // normDecimal drops a decimal's insignificant zeros ("012.3400" → "12.34",
@@ -117,19 +120,19 @@ func (o Origin) AppendValue(b []byte, e *Event, now time.Time) []byte {
 	b = append(b, `,"after":`...)
 	b = appendRow(b, e.Table, e.After)
 	b = append(b, `,"source":{"region":`...)
-	b = appendString(b, o.Region)
+	b = appendText(b, o.Region)
 	b = append(b, `,"engine":`...)
-	b = appendString(b, o.Engine)
+	b = appendText(b, o.Engine)
 	b = append(b, `,"db":`...)
-	b = appendString(b, o.DB)
+	b = appendText(b, o.DB)
 	b = append(b, `,"table":`...)
-	b = appendString(b, e.Table.Name)
+	b = appendText(b, e.Table.Name)
 	b = append(b, `,"pos":`...)
-	b = appendString(b, e.Pos)
+	b = appendText(b, e.Pos)
 	b = append(b, `,"ts_ms":`...)
 	b = strconv.AppendInt(b, e.Commit.UnixMilli(), 10)
 	b = append(b, `,"txid":`...)
-	b = appendString(b, e.TxID)
+	b = appendText(b, e.TxID)
 	b = append(b, `},"op":"`...)
 	b = append(b, e.Op...)
 	b = append(b, `","ts_ms":`...)
@@ -147,27 +150,13 @@ func appendRow(b []byte, t *source.Table, row source.Row) []byte {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = appendString(b, c.Name)
+		b = appendText(b, c.Name)
 		b = append(b, ':')
 		if i < len(row) {
-			b = source.AppendJSONValue(b, row[i])
+			b = appendValue(b, row[i])
 		} else {
 			b = append(b, "null"...)
 		}
 	}
 	return append(b, '}')
-}
-
-// appendString appends s as a JSON string. Names and positions are almost
-// always plain ASCII, which needs no escaping.
-func appendString(b []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' {
-			q, _ := json.Marshal(s)
-			return append(b, q...)
-		}
-	}
-	b = append(b, '"')
-	b = append(b, s...)
-	return append(b, '"')
 }

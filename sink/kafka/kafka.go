@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"sync"
 	"time"
 
 	kafkago "github.com/segmentio/kafka-go"
@@ -139,7 +140,9 @@ func NewWriter(k config.Kafka, transport *kafkago.Transport) *kafkago.Writer {
 		Balancer:     &kafkago.Murmur2Balancer{Consistent: true},
 		RequiredAcks: kafkago.RequireAll,
 		MaxAttempts:  5,
-		BatchSize:    1 << 20, // bounded by BatchBytes
+		// kafka-go preallocates BatchSize messages for every batch: keep it
+		// near what fits BatchBytes (1 MiB, the brokers' default limit).
+		BatchSize:    4096,
 		BatchBytes:   1 << 20,
 		BatchTimeout: time.Millisecond,
 		WriteTimeout: 30 * time.Second,
@@ -231,18 +234,30 @@ type batch struct {
 	end  checkpoint.Position
 }
 
-// Apply publishes the transactions from in, in order. An encoder turns them
-// into batches of messages while the previous batch is being written; after
-// the brokers acknowledged a batch, the position of the last transaction it
-// completes is saved in state_dir and reported durable.
+// Apply publishes the transactions from in, in order, in three stages:
+// an encoder turns transactions into messages, accumulating them while the
+// previous write is in flight; a writer hands one batch at a time to the
+// brokers and waits for every acknowledgement (one write in flight keeps a
+// key's events in order even when a write fails and is replayed); a saver
+// writes the position of the last transaction of the acknowledged batches
+// to state_dir and only then reports it durable. Saving runs beside the
+// writes, and coalesces, so fsync never holds up publishing.
 func (s *Sink) Apply(ctx context.Context, in <-chan source.Txn, durable func(pos checkpoint.Position, stored bool)) error {
 	g, gctx := errgroup.WithContext(ctx)
-	batches := make(chan batch, 1)
+	batches := make(chan batch) // unbuffered: the encoder keeps adding until the writer is ready
+	var (
+		mu         sync.Mutex
+		acked      checkpoint.Position // newest position whose messages were all acknowledged
+		ackedN     int                 // how many times acked was set
+		kick       = make(chan struct{}, 1)
+		writerDone = make(chan struct{})
+	)
 	g.Go(func() error {
 		defer close(batches)
 		return s.encode(gctx, in, batches)
 	})
 	g.Go(func() error {
+		defer close(writerDone)
 		for b := range batches {
 			if err := s.write(gctx, b.msgs); err != nil {
 				return err
@@ -250,26 +265,59 @@ func (s *Sink) Apply(ctx context.Context, in <-chan source.Txn, durable func(pos
 			if b.end == nil {
 				continue
 			}
-			if err := s.cfg.State.SavePublished(s.cfg.Pipeline, checkpoint.Published{Position: b.end.String()}); err != nil {
-				return fmt.Errorf("save position to state_dir: %w", err)
+			mu.Lock()
+			acked, ackedN = b.end, ackedN+1
+			mu.Unlock()
+			select {
+			case kick <- struct{}{}:
+			default:
 			}
-			durable(b.end, true)
 		}
 		return nil
+	})
+	g.Go(func() error {
+		saved := 0
+		save := func() error {
+			mu.Lock()
+			pos, n := acked, ackedN
+			mu.Unlock()
+			if n == saved {
+				return nil
+			}
+			if err := s.cfg.State.SavePublished(s.cfg.Pipeline, checkpoint.Published{Position: pos.String()}); err != nil {
+				return fmt.Errorf("save position to state_dir: %w", err)
+			}
+			saved = n
+			durable(pos, true)
+			return nil
+		}
+		for {
+			select {
+			case <-kick:
+				if err := save(); err != nil {
+					return err
+				}
+			case <-writerDone:
+				return save()
+			case <-gctx.Done():
+				return gctx.Err()
+			}
+		}
 	})
 	return g.Wait()
 }
 
-// encode reads transactions and sends batches: as many messages as are
-// ready, up to BatchMessages, so that a lone transaction is not held back.
+// encode reads transactions and hands batches to the writer: whatever is
+// ready when the writer is, up to BatchMessages, so that a lone
+// transaction is not held back and a busy writer gets large batches.
 func (s *Sink) encode(ctx context.Context, in <-chan source.Txn, out chan<- batch) error {
 	index := 0 // events of the current source transaction so far
 	var cur batch
+	enc := &encoder{s: s, topics: map[string]string{}}
 	add := func(txn source.Txn) {
 		now := time.Now()
 		for i := range txn.Changes {
-			c := &txn.Changes[i]
-			index = s.appendChange(&cur.msgs, c, txn.Commit, index, now)
+			index = enc.appendChange(&cur.msgs, &txn.Changes[i], txn.Commit, index, now)
 		}
 		if !txn.More {
 			index = 0
@@ -278,67 +326,86 @@ func (s *Sink) encode(ctx context.Context, in <-chan source.Txn, out chan<- batc
 			}
 		}
 	}
-	for {
-		var txn source.Txn
-		var ok bool
+	for in != nil || len(cur.msgs) > 0 || cur.end != nil {
+		pending := len(cur.msgs) > 0 || cur.end != nil
+		var send chan<- batch
+		if pending {
+			send = out
+		}
+		recv := in
+		if len(cur.msgs) >= s.cfg.BatchMessages {
+			recv = nil // full: wait for the writer
+		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case txn, ok = <-in:
-		}
-		if !ok {
-			return nil
-		}
-		add(txn)
-	drain:
-		for len(cur.msgs) < s.cfg.BatchMessages {
-			select {
-			case txn, ok = <-in:
-				if !ok {
-					break drain
-				}
-				add(txn)
-			default:
-				break drain
+		case send <- cur:
+			cur = batch{msgs: make([]kafkago.Message, 0, len(cur.msgs))}
+		case txn, ok := <-recv:
+			if !ok {
+				in = nil
+				continue
 			}
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case out <- cur:
-		}
-		cur = batch{msgs: make([]kafkago.Message, 0, len(cur.msgs))}
-		if !ok {
-			return nil
+			add(txn)
 		}
 	}
+	return nil
+}
+
+// encoder builds messages. Keys and values of many messages share one
+// buffer (an arena that is never written again once handed out), which
+// saves an allocation or two per message.
+type encoder struct {
+	s      *Sink
+	arena  []byte
+	topics map[string]string // table -> topic
+}
+
+const arenaSize = 256 << 10
+
+// grab returns b[start:] as its own slice and keeps b as the arena.
+func (e *encoder) grab(b []byte, start int) []byte {
+	e.arena = b
+	return b[start:len(b):len(b)]
+}
+
+func (e *encoder) room() {
+	if cap(e.arena)-len(e.arena) < 16<<10 {
+		e.arena = make([]byte, 0, arenaSize)
+	}
+}
+
+func (e *encoder) key(t *source.Table, row source.Row) []byte {
+	e.room()
+	start := len(e.arena)
+	return e.grab(AppendKey(e.arena, t, row), start)
 }
 
 // appendChange appends the messages of one change and returns the index of
 // the transaction's next event. An update that changes the primary key is
 // published as Debezium does: a delete of the old key (and its tombstone)
 // and a create of the new one, each in its own key's partition.
-func (s *Sink) appendChange(msgs *[]kafkago.Message, c *source.Change, commit time.Time, index int, now time.Time) int {
+func (e *encoder) appendChange(msgs *[]kafkago.Message, c *source.Change, commit time.Time, index int, now time.Time) int {
 	ev := Event{Table: c.Table, Before: c.Before, After: c.After, TxID: c.TxnID, Commit: commit}
 	switch c.Op {
 	case source.Insert:
 		ev.Op = OpCreate
-		return s.appendEvent(msgs, &ev, Key(c.Table, c.After), index, now)
+		return e.appendEvent(msgs, &ev, e.key(c.Table, c.After), index, now)
 	case source.Delete:
 		ev.Op = OpDelete
-		return s.appendEvent(msgs, &ev, Key(c.Table, c.Before), index, now)
+		return e.appendEvent(msgs, &ev, e.key(c.Table, c.Before), index, now)
 	}
-	key := Key(c.Table, c.After)
-	if c.Before != nil {
-		if old := Key(c.Table, c.Before); string(old) != string(key) && !hasUnchangedKey(c) {
+	key := e.key(c.Table, c.After)
+	if c.Before != nil && !hasUnchangedKey(c) {
+		if old := e.key(c.Table, c.Before); string(old) != string(key) {
 			del := Event{Table: c.Table, Op: OpDelete, Before: c.Before, TxID: c.TxnID, Commit: commit}
-			index = s.appendEvent(msgs, &del, old, index, now)
+			index = e.appendEvent(msgs, &del, old, index, now)
 			ins := Event{Table: c.Table, Op: OpCreate, After: c.After, TxID: c.TxnID, Commit: commit}
-			return s.appendEvent(msgs, &ins, key, index, now)
+			return e.appendEvent(msgs, &ins, key, index, now)
 		}
 	}
 	ev.Op = OpUpdate
-	return s.appendEvent(msgs, &ev, key, index, now)
+	return e.appendEvent(msgs, &ev, key, index, now)
 }
 
 // hasUnchangedKey reports whether the before image lacks key columns (a
@@ -352,11 +419,18 @@ func hasUnchangedKey(c *source.Change) bool {
 	return false
 }
 
-func (s *Sink) appendEvent(msgs *[]kafkago.Message, ev *Event, key []byte, index int, now time.Time) int {
+func (e *encoder) appendEvent(msgs *[]kafkago.Message, ev *Event, key []byte, index int, now time.Time) int {
 	ev.Pos = Pos(ev.TxID, index)
-	topic := Topic(s.cfg.Kafka, ev.Table.Name)
-	*msgs = append(*msgs, kafkago.Message{Topic: topic, Key: key, Value: s.cfg.Origin.AppendValue(nil, ev, now)})
-	if ev.Op == OpDelete && s.cfg.Kafka.Tombstones {
+	topic, ok := e.topics[ev.Table.Name]
+	if !ok {
+		topic = Topic(e.s.cfg.Kafka, ev.Table.Name)
+		e.topics[ev.Table.Name] = topic
+	}
+	e.room()
+	start := len(e.arena)
+	value := e.grab(e.s.cfg.Origin.AppendValue(e.arena, ev, now), start)
+	*msgs = append(*msgs, kafkago.Message{Topic: topic, Key: key, Value: value})
+	if ev.Op == OpDelete && e.s.cfg.Kafka.Tombstones {
 		*msgs = append(*msgs, kafkago.Message{Topic: topic, Key: key})
 	}
 	return index + 1
