@@ -4,6 +4,7 @@
 //
 // Usage (from the repository root):
 //
+//	go run ./bench -mode backfill [-engine mariadb|postgres] [-rows 500000] [-chunk-size 2000] [-parallel 2]
 //	go run ./bench [-engine mariadb|postgres] [-to kafka] [-inserts 200000] [-updates 100000] [-keep] [-cpuprofile FILE] [-trace FILE]
 //
 // A run has these phases:
@@ -153,6 +154,9 @@ type options struct {
 	seed             uint64
 	timeout          time.Duration
 	verbose          bool
+	mode             string // "replicate" or "backfill"
+	rows             int    // -mode backfill: rows to copy
+	chunk, parallel  int    // -mode backfill
 }
 
 func parseFlags() options {
@@ -170,6 +174,10 @@ func parseFlags() options {
 	flag.Uint64Var(&o.seed, "seed", 1, "seed of the generated data")
 	flag.DurationVar(&o.timeout, "timeout", time.Hour, "give up after this long")
 	flag.BoolVar(&o.verbose, "v", false, "show the pipeline's debug logs")
+	flag.StringVar(&o.mode, "mode", "replicate", "replicate (apply rate, see above) or backfill (regiond backfill against the target's raw bulk load; see backfill.go)")
+	flag.IntVar(&o.rows, "rows", 500_000, "-mode backfill: rows in the source table")
+	flag.IntVar(&o.chunk, "chunk-size", 5000, "-mode backfill: rows per chunk")
+	flag.IntVar(&o.parallel, "parallel", 4, "-mode backfill: chunks copied at once")
 	flag.Parse()
 	if o.rawRows == 0 {
 		o.rawRows = o.inserts + o.updates
@@ -199,13 +207,25 @@ func main() {
 	switch opt.to {
 	case "":
 	case toKafka:
-		if opt.engine != engineMariaDB {
-			fmt.Fprintln(os.Stderr, "bench: -to kafka reads a MariaDB backlog; use -engine mariadb")
+		if opt.engine != engineMariaDB || opt.mode != "replicate" {
+			fmt.Fprintln(os.Stderr, "bench: -to kafka publishes a MariaDB backlog; use -engine mariadb and -mode replicate")
 			os.Exit(2)
 		}
 		runFn = runKafka
 	default:
 		fmt.Fprintf(os.Stderr, "bench: -to must be empty or %s\n", toKafka)
+		os.Exit(2)
+	}
+	switch opt.mode {
+	case "replicate":
+	case "backfill":
+		if opt.rows < 1 || opt.chunk < 1 || opt.parallel < 1 {
+			fmt.Fprintln(os.Stderr, "bench: -rows, -chunk-size and -parallel must be positive")
+			os.Exit(2)
+		}
+		runFn = runBackfillBench
+	default:
+		fmt.Fprintln(os.Stderr, "bench: -mode must be replicate or backfill")
 		os.Exit(2)
 	}
 	if err := runFn(opt); err != nil {

@@ -58,6 +58,7 @@ func newRoot() *cobra.Command {
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(newRunCmd(), newCheckCmd(), newConflictsCmd(), newVersionCmd())
+	root.AddCommand(newBackfillCmd())
 	return root
 }
 

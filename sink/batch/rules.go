@@ -332,3 +332,11 @@ func ApplyLWW(ctx context.Context, rt RuleTarget, rules *Rules, st Step) ([]Conf
 	}
 	return conflicts, nil
 }
+
+// Unrecorded wraps a RuleTarget whose discarded rows are not conflicts:
+// rows that backfill or repair copy and that lose to the target's newer
+// state are skipped, not recorded (no region's change was lost).
+type Unrecorded struct{ RuleTarget }
+
+// Record implements RuleTarget: it records nothing.
+func (Unrecorded) Record(context.Context, []Conflict) error { return nil }

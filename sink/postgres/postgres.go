@@ -63,6 +63,9 @@ type Applier struct {
 	cfg    Config
 	logger *slog.Logger
 	conn   *pgx.ConnConfig
+	// chunk is the idle connection (and its cached plans) of chunk
+	// transactions (chunk.go), kept between them.
+	chunk *target
 }
 
 var _ pipeline.Sink = (*Applier)(nil)
@@ -92,9 +95,15 @@ func New(cfg Config, logger *slog.Logger) (*Applier, error) {
 }
 
 // Close releases the applier's resources. Connections live only as long as
-// the Open, Init or Apply call that made them, so there is nothing left to
-// release; Close exists for symmetry with the other sinks.
-func (a *Applier) Close() error { return nil }
+// the Open, Init or Apply call that made them, except the idle connection
+// of chunk transactions, which Close closes.
+func (a *Applier) Close() error {
+	if a.chunk != nil {
+		closeConn(a.chunk.conn)
+		a.chunk = nil
+	}
+	return nil
+}
 
 func (a *Applier) connect(ctx context.Context) (*pgx.Conn, error) {
 	conn, err := pgx.ConnectConfig(ctx, a.conn.Copy())
