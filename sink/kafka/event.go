@@ -160,3 +160,9 @@ func appendRow(b []byte, t *source.Table, row source.Row) []byte {
 	}
 	return append(b, '}')
 }
+
+// SnapshotTxID is the source.txid of the rows one backfill run reads: the
+// run's start time, so that each run's events have positions of their own.
+func SnapshotTxID(start time.Time) string {
+	return "backfill-" + strconv.FormatInt(start.UnixMilli(), 10)
+}

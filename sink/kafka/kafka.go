@@ -464,3 +464,36 @@ func (s *Sink) write(ctx context.Context, msgs []kafkago.Message) error {
 	}
 	return fmt.Errorf("kafka: publish %d messages: %w", len(msgs), brokerHint(s.cfg.Kafka, err))
 }
+
+// SnapshotMessages returns the events of rows read by backfill from table t
+// (op "r", no before image), for topic <prefix>.<table>. Their source.pos
+// is "<txid>#<n>", n counting from first; commit is the time of the read.
+func SnapshotMessages(k config.Kafka, o Origin, t *source.Table, rows []source.Row, txid string, first int, commit time.Time) []kafkago.Message {
+	topic := Topic(k, t.Name)
+	msgs := make([]kafkago.Message, 0, len(rows))
+	var arena []byte
+	for i, row := range rows {
+		if cap(arena)-len(arena) < 16<<10 {
+			arena = make([]byte, 0, arenaSize)
+		}
+		start := len(arena)
+		arena = AppendKey(arena, t, row)
+		key := arena[start:len(arena):len(arena)]
+		ev := Event{Table: t, Op: OpSnapshot, After: row, TxID: txid, Pos: Pos(txid, first+i), Commit: commit}
+		start = len(arena)
+		arena = o.AppendValue(arena, &ev, commit)
+		msgs = append(msgs, kafkago.Message{Topic: topic, Key: key, Value: arena[start:len(arena):len(arena)]})
+	}
+	return msgs
+}
+
+// Publish writes msgs and returns once the brokers acknowledged them all.
+func Publish(ctx context.Context, w *kafkago.Writer, msgs []kafkago.Message) error {
+	if len(msgs) == 0 {
+		return nil
+	}
+	if err := w.WriteMessages(ctx, msgs...); err != nil {
+		return fmt.Errorf("kafka: publish %d messages: %w", len(msgs), err)
+	}
+	return nil
+}
