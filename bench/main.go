@@ -5,7 +5,7 @@
 // Usage (from the repository root):
 //
 //	go run ./bench -mode backfill [-engine mariadb|postgres] [-rows 500000] [-chunk-size 2000] [-parallel 2]
-//	go run ./bench [-engine mariadb|postgres] [-inserts 200000] [-updates 100000] [-keep] [-cpuprofile FILE] [-trace FILE]
+//	go run ./bench [-engine mariadb|postgres] [-to kafka] [-inserts 200000] [-updates 100000] [-keep] [-cpuprofile FILE] [-trace FILE]
 //	go run ./bench -mode verify [-engine mariadb|postgres] [-verify-rows 1000000] [-chunk-rows 10000]   (see verify.go)
 //
 // A run has these phases:
@@ -89,6 +89,18 @@
 // updates parts (target ≥ 1.0× each), and regiond/raw INSERT and
 // regiond/COPY.
 //
+// With -to kafka (and -engine mariadb), the backlog is written to one
+// private MariaDB server and published by regiond (source/mysql →
+// sink/kafka, as the daemon's "source->kafka" pipeline) to a kfake broker
+// started in this process, timed until the position the pipeline saved in
+// its state_dir covers the backlog (every message acknowledged). The topic is
+// then read back, untimed, and must hold each change exactly once (by
+// source.pos); those same messages are then sent by a raw kafka-go writer
+// with regiond's settings (acks=all, murmur2 by key, same partition count)
+// to a fresh topic of the same broker. The report gives both rates and
+// regiond/raw (target ≥ 0.5×). The broker runs in this process, so its CPU
+// time counts as the bench process's in both phases.
+//
 // Progress goes to stderr, the report to stdout. The servers are destroyed
 // at the end, also after an error or Ctrl-C, unless -keep is given.
 package main
@@ -134,6 +146,7 @@ const (
 // options are the command-line flags.
 type options struct {
 	engine           string // engineMariaDB or enginePostgres
+	to               string // "" (a database of the engine) or toKafka
 	inserts, updates int
 	rawRows          int
 	nativeThreads    int
@@ -158,6 +171,7 @@ type options struct {
 func parseFlags() options {
 	var o options
 	flag.StringVar(&o.engine, "engine", engineMariaDB, "engine of all three servers: "+engineMariaDB+" (binlog → MariaDB) or "+enginePostgres+" (logical WAL → PostgreSQL)")
+	flag.StringVar(&o.to, "to", "", "target: empty for a database of -engine, or "+toKafka+" (publish to an in-process kfake broker, against a raw kafka-go writer)")
 	flag.IntVar(&o.inserts, "inserts", 200_000, "rows the backlog inserts, in 100-row transactions")
 	flag.IntVar(&o.updates, "updates", 100_000, "single-row UPDATEs the backlog makes, in 10-row transactions")
 	flag.IntVar(&o.rawRows, "raw-rows", 0, "rows the raw INSERT phase inserts (default -inserts + -updates)")
@@ -203,6 +217,18 @@ func main() {
 	runFn := run
 	if opt.engine == enginePostgres {
 		runFn = runPostgres
+	}
+	switch opt.to {
+	case "":
+	case toKafka:
+		if opt.engine != engineMariaDB || opt.mode != "replicate" {
+			fmt.Fprintln(os.Stderr, "bench: -to kafka publishes a MariaDB backlog; use -engine mariadb and -mode replicate")
+			os.Exit(2)
+		}
+		runFn = runKafka
+	default:
+		fmt.Fprintf(os.Stderr, "bench: -to must be empty or %s\n", toKafka)
+		os.Exit(2)
 	}
 	switch opt.mode {
 	case "replicate":

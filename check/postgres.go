@@ -266,7 +266,8 @@ func (in *pgInspector) readSlots(ctx context.Context) ([]pgSlot, error) {
 // pipelineSlots returns the slots of this config's pipelines out of this
 // region, mapped to their target region. With a last_writer_wins or
 // home_region table, the region's local pipeline (its own log, applied to
-// itself) needs one too.
+// itself) needs one too, and so does the pipeline to Kafka when the config
+// has a kafka block.
 func (in *pgInspector) pipelineSlots() map[string]string {
 	local := false
 	for _, t := range in.cfg.Tables {
@@ -277,6 +278,10 @@ func (in *pgInspector) pipelineSlots() map[string]string {
 		if o.Name != in.region.Name || local {
 			m[pgSlotName(in.region.Name, o.Name)] = o.Name
 		}
+	}
+	if in.cfg.Kafka != nil {
+		// The region's own log to Kafka: a pipeline and a slot of its own.
+		m[pgSlotName(in.region.Name, config.ReservedRegionName)] = config.ReservedRegionName
 	}
 	return m
 }
@@ -336,7 +341,11 @@ func (in *pgInspector) checkSettings(ctx context.Context, slots []pgSlot) error 
 	need := len(pipelines) + others
 	needSenders := len(pipelines) + max(others, senders-activeOurs)
 	usage := func(what string, n int) string {
-		s := fmt.Sprintf("%d for this config's pipelines out of region %s (one per other region)", len(pipelines), in.region.Name)
+		per := "one per other region"
+		if in.cfg.Kafka != nil {
+			per += ", one to Kafka"
+		}
+		s := fmt.Sprintf("%d for this config's pipelines out of region %s (%s)", len(pipelines), in.region.Name, per)
 		if n > 0 {
 			s += fmt.Sprintf(" plus %d already in use by others (%s)", n, what)
 		}

@@ -474,6 +474,13 @@ func TestRunPostgresServerSettings(t *testing.T) {
 		t.Errorf("got %d errors in region a, want 3", n)
 	}
 
+	// With Kafka, the region's own log to Kafka takes one more slot.
+	kcfg := *cfg
+	kcfg.Kafka = &config.Kafka{Brokers: []string{"127.0.0.1:1"}, TopicPrefix: "regiond"}
+	kcfg.StateDir = t.TempDir()
+	rep = runChecks(t, &kcfg, a)
+	wantOne(t, rep, "a", "", Error, "ALTER SYSTEM SET max_replication_slots = 4;", "4 slots are needed", "one to Kafka")
+
 	// Set but not yet in effect: the finding says a restart is pending.
 	a.exec(t, "ALTER SYSTEM SET wal_level = logical", "SELECT pg_reload_conf()")
 	a.waitFor(t, "SELECT pending_restart FROM pg_settings WHERE name = 'wal_level'")

@@ -60,8 +60,53 @@ func (s *FileStore) Save(pipeline string, rec Skipped) error {
 	if err != nil {
 		return err
 	}
-	final := s.path(pipeline)
-	tmp, err := os.CreateTemp(s.dir, ".tmp-skipped-*")
+	return s.replace(s.path(pipeline), b)
+}
+
+// Published records how far a pipeline whose target is not a database (the
+// Kafka sink) has delivered its source: every transaction up to Position was
+// acknowledged by the target. Such a target cannot store the position with
+// the data, so state_dir is where the pipeline resumes from.
+type Published struct {
+	// Position is the text form of the source position.
+	Position string `json:"position"`
+}
+
+func (s *FileStore) publishedPath(pipeline string) string {
+	return filepath.Join(s.dir, "position-"+url.PathEscape(pipeline)+".json")
+}
+
+// LoadPublished returns the pipeline's delivered position; ok is false when
+// there is none (the pipeline never ran with this state_dir).
+func (s *FileStore) LoadPublished(pipeline string) (rec Published, ok bool, err error) {
+	path := s.publishedPath(pipeline)
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return Published{}, false, nil
+	}
+	if err != nil {
+		return Published{}, false, err
+	}
+	if err := json.Unmarshal(b, &rec); err != nil {
+		return Published{}, false, fmt.Errorf("%s: %w (remove the file to restart the pipeline at the source's current position)", path, err)
+	}
+	return rec, true, nil
+}
+
+// SavePublished replaces the pipeline's delivered position durably: when it
+// returns nil, a crash cannot bring back an older one.
+func (s *FileStore) SavePublished(pipeline string, rec Published) error {
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	return s.replace(s.publishedPath(pipeline), b)
+}
+
+// replace writes b to final atomically and durably: a temporary file in the
+// same directory, fsync, rename, fsync of the directory.
+func (s *FileStore) replace(final string, b []byte) error {
+	tmp, err := os.CreateTemp(s.dir, ".tmp-state-*")
 	if err != nil {
 		return err
 	}
@@ -80,9 +125,10 @@ func (s *FileStore) Save(pipeline string, rec Skipped) error {
 	if err := os.Rename(tmp.Name(), final); err != nil {
 		return err
 	}
-	if d, err := os.Open(s.dir); err == nil {
-		_ = d.Sync()
-		d.Close()
+	d, err := os.Open(s.dir)
+	if err != nil {
+		return err
 	}
-	return nil
+	defer d.Close()
+	return d.Sync()
 }

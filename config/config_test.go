@@ -137,6 +137,7 @@ regions:
   - {name: west, engine: postgres, dsn: "postgres://u@h/app"}
 tables: {t: {}}
 kafka: {brokers: ["k:9092"], topic_prefix: regiond}
+state_dir: /var/lib/regiond
 `), lookup(nil))
 	if err != nil {
 		t.Fatal(err)
@@ -227,6 +228,8 @@ const (
 `
 	tablesOK = "tables:\n  accounts: {}\n"
 	kafkaOK  = "kafka:\n  brokers: [10.2.0.9:9092]\n  topic_prefix: regiond\n"
+	// noStateDir ends a case's yaml that must keep kafka without state_dir.
+	noStateDir = "# state_dir\n"
 )
 
 func region(fields string) string {
@@ -441,6 +444,8 @@ func TestParseInvalid(t *testing.T) {
 			want: []string{`line 10: metrics_addr: "localhost" is not host:port`}},
 		{name: "unknown log_level", yaml: regionsOK + tablesOK + "log_level: verbose\n",
 			want: []string{`line 10: log_level: "verbose" is not a log level; use debug, info, warn or error`}},
+		{name: "kafka without state_dir", yaml: regionsOK + tablesOK + kafkaOK + noStateDir,
+			want: []string{"line 10: kafka: needs state_dir: each region's Kafka pipeline keeps the position Kafka acknowledged there; add a local directory, like state_dir: /var/lib/regiond"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -448,7 +453,14 @@ func TestParseInvalid(t *testing.T) {
 			if env == nil {
 				env = testEnv
 			}
-			c, err := Parse([]byte(tt.yaml), lookup(env))
+			// A config with kafka needs state_dir; give it one unless the
+			// case is about that.
+			yaml := tt.yaml
+			if strings.Contains(yaml, "kafka:") && !strings.Contains(yaml, "state_dir") {
+				yaml += "state_dir: /var/lib/regiond\n"
+			}
+			yaml = strings.TrimSuffix(yaml, noStateDir)
+			c, err := Parse([]byte(yaml), lookup(env))
 			if err == nil {
 				t.Fatalf("Parse succeeded, want problems %q; config:\n%+v", tt.want, c)
 			}
@@ -498,6 +510,7 @@ kafka:
   brokers: []
   partitions: -1
 metrics_addr: nowhere
+state_dir: /var/lib/regiond
 `
 	_, err := Parse([]byte(yaml), lookup(testEnv))
 	var e *Error
@@ -540,8 +553,9 @@ func TestValidateStruct(t *testing.T) {
 			{Name: "east", Engine: EngineMySQL, DSN: "mysql://u:" + inlinePassword + "@h/app"},
 			{Name: "west", Engine: EnginePostgres, DSN: "postgres://u@h/app"},
 		},
-		Tables: map[string]Table{"accounts": {}},
-		Kafka:  &Kafka{Brokers: []string{"k:9092"}, TopicPrefix: "regiond"}, // Partitions 0: the default
+		Tables:   map[string]Table{"accounts": {}},
+		Kafka:    &Kafka{Brokers: []string{"k:9092"}, TopicPrefix: "regiond"}, // Partitions 0: the default
+		StateDir: "/var/lib/regiond",
 	}
 	if err := c.Validate(); err != nil {
 		t.Fatalf("Validate: %v", err)

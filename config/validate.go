@@ -54,6 +54,9 @@ func (c *Config) validate() []Problem {
 	}
 	if c.Kafka != nil {
 		c.checkKafka(&ch)
+		if c.StateDir == "" {
+			ch.add("kafka", "needs state_dir: each region's Kafka pipeline keeps the position Kafka acknowledged there; add a local directory, like state_dir: /var/lib/regiond")
+		}
 	}
 	if c.MetricsAddr != "" {
 		if !validHostPort(c.MetricsAddr, false) {

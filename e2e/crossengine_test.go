@@ -215,7 +215,7 @@ func activity(t *testing.T, rs []*region, tables ...string) string {
 		// makes a new row version with a new xmin.
 		for _, tb := range tables {
 			var n, x int64
-			if err := r.db.QueryRow(`SELECT COUNT(*), COALESCE(SUM(xmin::text::bigint), 0) FROM ` + tb).Scan(&n, &x); err != nil {
+			if err := r.db.QueryRow(`SELECT COUNT(*), COALESCE(SUM(xmin::text::bigint), 0) FROM `+tb).Scan(&n, &x); err != nil {
 				t.Fatal(err)
 			}
 			parts = append(parts, fmt.Sprintf("%s.%s=%d/%d", r.name, tb, n, x))

@@ -36,12 +36,20 @@ keeps streaming and applications keep writing; B ends holding what A holds.
 Start 'regiond run' first: the pipeline A->B must have started. Each chunk is
 written in one transaction ordered with the pipelines' appliers into B, carrying
 regiond's marker (nothing echoes). Progress is stored in B's regiond_backfill
-table: run the same command again after an interruption to continue.`,
+table: run the same command again after an interruption to continue.
+
+With --to kafka, the rows of region A are published to Kafka as events with
+op "r" (see README, Kafka); each chunk's rows stay share-locked in A until
+the brokers acknowledged them, so every later change to them is published
+after them. An interrupted run is started again from the beginning.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := loadConfig(configPath)
 			if err != nil {
 				return err
+			}
+			if to == config.ReservedRegionName {
+				return runBackfillKafka(cmd.Context(), cfg, from, tables, chunk, cmd.OutOrStdout(), cmd.ErrOrStderr())
 			}
 			src, dst, names, err := backfillArgs(cfg, from, to, tables, chunk, parallel)
 			if err != nil {
@@ -53,7 +61,7 @@ table: run the same command again after an interruption to continue.`,
 	f := cmd.Flags()
 	f.StringVar(&configPath, "config", "", "config file (YAML)")
 	f.StringVar(&from, "from", "", "region to copy from")
-	f.StringVar(&to, "to", "", "region to copy into")
+	f.StringVar(&to, "to", "", "region to copy into, or kafka to publish the rows as op \"r\" events")
 	f.StringArrayVar(&tables, "table", nil, "table to copy (repeatable; default: every configured table)")
 	f.IntVar(&chunk, "chunk-size", 5000, "rows per chunk")
 	f.IntVar(&parallel, "parallel", 4, "chunks copied at once")

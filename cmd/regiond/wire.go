@@ -111,6 +111,14 @@ func buildPipelines(cfg *config.Config, region string, logger *slog.Logger) (*pi
 			p.TrackCommits = true
 			pruner.Pipelines = append(pruner.Pipelines, p)
 		}
+		if cfg.Kafka != nil {
+			p, closers, err := kafkaPipeline(cfg, dst, tables, state, logger)
+			if err != nil {
+				return nil, err
+			}
+			set.closers = append(set.closers, closers...)
+			set.pipelines = append(set.pipelines, p)
+		}
 	}
 	return set, nil
 }

@@ -1,0 +1,168 @@
+package kafka
+
+import (
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/regiond/regiond/source"
+)
+
+// Origin describes where the events of a pipeline come from: the envelope's
+// source block.
+type Origin struct {
+	Region string // region name
+	Engine string // "mysql" or "postgres", as in the config
+	DB     string // the database the tables live in
+}
+
+// The envelope's op values.
+const (
+	OpCreate   = "c"
+	OpUpdate   = "u"
+	OpDelete   = "d"
+	OpSnapshot = "r" // a row read by backfill, not a change
+)
+
+// Event is one envelope to publish: a row change (or a row read by
+// backfill) with what identifies it.
+type Event struct {
+	Table  *source.Table
+	Op     string // OpCreate, OpUpdate, OpDelete or OpSnapshot
+	Before source.Row
+	After  source.Row
+	// TxID identifies the source transaction; Pos identifies the event
+	// itself, the same every time the same transaction is read again.
+	TxID, Pos string
+	// Commit is the source commit time (the read time for snapshots).
+	Commit time.Time
+}
+
+// Pos is the text of source.pos for the index-th event of the transaction
+// txid: "<txid>#<index>". Consumers drop an event whose region and pos they
+// have seen before.
+func Pos(txid string, index int) string { return txid + "#" + strconv.Itoa(index) }
+
+// Key renders the primary key of row as the message key: a JSON object of
+// the key columns in primary-key order, with values in their canonical form
+// so that the same row has the same key bytes whichever engine logged it
+// (integers as plain JSON numbers whatever their width and signedness,
+// decimals as strings without insignificant zeros, other values as in
+// source.AppendJSONValue).
+func Key(t *source.Table, row source.Row) []byte {
+	return AppendKey(make([]byte, 0, 16*len(t.PK)+2), t, row)
+}
+
+// AppendKey appends Key(t, row) to b.
+func AppendKey(b []byte, t *source.Table, row source.Row) []byte {
+	b = append(b, '{')
+	for i, c := range t.PK {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendText(b, t.Columns[c].Name)
+		b = append(b, ':')
+		var v any
+		if c < len(row) {
+			v = row[c]
+		}
+		b = appendKeyValue(b, v)
+	}
+	return append(b, '}')
+}
+
+func appendKeyValue(b []byte, v any) []byte {
+	switch x := v.(type) {
+	case int64:
+		return strconv.AppendInt(b, x, 10)
+	case uint64:
+		return strconv.AppendUint(b, x, 10)
+	case int, int32, int16, int8, uint32, uint16, uint8:
+		s, _ := source.Text(x)
+		return append(b, s...)
+	case source.Decimal:
+		return appendText(b, normDecimal(string(x)))
+	}
+	return appendValue(b, v)
+}
+
+// normDecimal drops a decimal's insignificant zeros ("012.3400" → "12.34",
+// "-0.00" → "0"), so that columns of different scales give the same text.
+func normDecimal(s string) string {
+	neg := strings.HasPrefix(s, "-")
+	s = strings.TrimPrefix(strings.TrimPrefix(s, "-"), "+")
+	intPart, frac, _ := strings.Cut(s, ".")
+	intPart = strings.TrimLeft(intPart, "0")
+	frac = strings.TrimRight(frac, "0")
+	if intPart == "" {
+		intPart = "0"
+	}
+	out := intPart
+	if frac != "" {
+		out += "." + frac
+	}
+	if neg && out != "0" {
+		out = "-" + out
+	}
+	return out
+}
+
+// AppendValue appends the envelope of e to b, as JSON:
+//
+//	{"before":…,"after":…,"source":{"region","engine","db","table","pos","ts_ms","txid"},"op":…,"ts_ms":…}
+//
+// before and after are objects of every column in table order (null when
+// the image is absent), in the value mapping of source.AppendJSONValue.
+// now is the top-level ts_ms: when regiond made the event.
+func (o Origin) AppendValue(b []byte, e *Event, now time.Time) []byte {
+	b = append(b, `{"before":`...)
+	b = appendRow(b, e.Table, e.Before)
+	b = append(b, `,"after":`...)
+	b = appendRow(b, e.Table, e.After)
+	b = append(b, `,"source":{"region":`...)
+	b = appendText(b, o.Region)
+	b = append(b, `,"engine":`...)
+	b = appendText(b, o.Engine)
+	b = append(b, `,"db":`...)
+	b = appendText(b, o.DB)
+	b = append(b, `,"table":`...)
+	b = appendText(b, e.Table.Name)
+	b = append(b, `,"pos":`...)
+	b = appendText(b, e.Pos)
+	b = append(b, `,"ts_ms":`...)
+	b = strconv.AppendInt(b, e.Commit.UnixMilli(), 10)
+	b = append(b, `,"txid":`...)
+	b = appendText(b, e.TxID)
+	b = append(b, `},"op":"`...)
+	b = append(b, e.Op...)
+	b = append(b, `","ts_ms":`...)
+	b = strconv.AppendInt(b, now.UnixMilli(), 10)
+	return append(b, '}')
+}
+
+// appendRow is source.RowJSON without its allocations.
+func appendRow(b []byte, t *source.Table, row source.Row) []byte {
+	if row == nil {
+		return append(b, "null"...)
+	}
+	b = append(b, '{')
+	for i, c := range t.Columns {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendText(b, c.Name)
+		b = append(b, ':')
+		if i < len(row) {
+			b = appendValue(b, row[i])
+		} else {
+			b = append(b, "null"...)
+		}
+	}
+	return append(b, '}')
+}
+
+// SnapshotTxID is the source.txid of the rows one backfill run reads: the
+// run's start time, so that each run's events have positions of their own.
+func SnapshotTxID(start time.Time) string {
+	return "backfill-" + strconv.FormatInt(start.UnixMilli(), 10)
+}
