@@ -11,6 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/regiond/regiond/checkpoint"
 	"github.com/regiond/regiond/config"
 	"github.com/regiond/regiond/internal/pgconn"
@@ -341,6 +343,9 @@ func (v *verifier) settle(ctx context.Context, t *table, list []*Difference) (re
 				real = append(real, d)
 				continue
 			}
+			if v.passedCommonState(t, d.images, now) {
+				continue // replicated, and written again since: in flight
+			}
 			d.images = now
 			v.describeDiff(t, d)
 			next = append(next, d)
@@ -349,6 +354,41 @@ func (v *verifier) settle(ctx context.Context, t *table, list []*Difference) (re
 		v.log.Debug("settle round", "table", t.Name, "round", round+1, "real", len(real), "changing", len(pending))
 	}
 	return real, pending, nil
+}
+
+// passedCommonState reports whether, across the two reads, every region has
+// held one same row state (or its absence): the pipelines carried it
+// everywhere, and what differs now are newer writes still in flight. A
+// region that keeps a row no other region ever held does not pass.
+func (v *verifier) passedCommonState(t *table, before, now map[string]source.Row) bool {
+	type state struct {
+		ri  int
+		row source.Row
+	}
+	held := func(ri int) []state {
+		r := v.regions[ri].name
+		return []state{{ri, before[r]}, {ri, now[r]}}
+	}
+	same := func(a, b state) bool {
+		if (a.row == nil) != (b.row == nil) {
+			return false
+		}
+		return a.row == nil || len(t.differingColumns(a.ri, a.row, b.ri, b.row)) == 0
+	}
+	for _, cand := range held(0) {
+		everywhere := true
+		for ri := 1; ri < len(v.regions) && everywhere; ri++ {
+			found := false
+			for _, s := range held(ri) {
+				found = found || same(cand, s)
+			}
+			everywhere = found
+		}
+		if everywhere {
+			return true
+		}
+	}
+	return false
 }
 
 // sameAsBefore reports whether every region still holds the row it held.
@@ -377,12 +417,22 @@ func (v *verifier) readKeys(ctx context.Context, t *table, ds []*Difference) ([]
 		keys[i] = d.key
 		index[keyString(d.key)] = i
 	}
+	// All regions at once, so that a write landing between the reads is
+	// less likely.
+	rows := make([][]source.Row, len(v.regions))
+	g, gctx := errgroup.WithContext(ctx)
 	for ri, reg := range v.regions {
-		rows, err := t.per[ri].ReadKeys(ctx, reg.db.SQL, keys, false)
-		if err != nil {
-			return nil, err
-		}
-		for _, row := range rows {
+		g.Go(func() error {
+			var err error
+			rows[ri], err = t.per[ri].ReadKeys(gctx, reg.db.SQL, keys, false)
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	for ri, reg := range v.regions {
+		for _, row := range rows[ri] {
 			if i, ok := index[keyString(t.per[ri].KeyOf(row))]; ok {
 				out[i][reg.name] = row
 			}

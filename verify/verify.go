@@ -16,7 +16,8 @@
 // Writes continue while verify runs, so a differing row may only be in
 // flight. Verify records every region's log position after reading, waits
 // until every pipeline into the compared regions has passed those positions
-// (settle.go), and reads the differing rows again: rows now equal were in
+// (settle.go), and reads the differing rows again: rows now equal, or whose
+// regions have all held one same state across the two reads, were in
 // flight; rows unchanged and still differing are differences; rows that keep
 // changing are reported as unsettled after a number of rounds.
 package verify
