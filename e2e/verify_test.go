@@ -274,7 +274,8 @@ func testVerifyRepair(t *testing.T, east, west *region) {
 			t.Errorf("table %s: verify named keys %v, want exactly %v\n%s", tr.Table, got, w, out)
 		}
 		if len(tr.Unsettled) > 0 {
-			t.Errorf("table %s: unsettled rows %v while the writer ran (the daemon was running)", tr.Table, tr.Unsettled)
+			i := strings.Index(out, `"table": "`+tr.Table+`"`)
+			t.Errorf("table %s: unsettled rows %v while the writer ran (the daemon was running):\n%.4000s", tr.Table, tr.Unsettled, out[max(i, 0):])
 		}
 		if tr.RowsCompared < rows {
 			t.Errorf("table %s: %d rows compared, want ≥ %d", tr.Table, tr.RowsCompared, rows)

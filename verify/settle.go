@@ -343,7 +343,16 @@ func (v *verifier) settle(ctx context.Context, t *table, list []*Difference) (re
 				real = append(real, d)
 				continue
 			}
-			if v.passedCommonState(t, d.images, now) {
+			if d.history == nil {
+				d.history = map[string][]source.Row{}
+				for r, img := range d.images {
+					d.history[r] = append(d.history[r], img)
+				}
+			}
+			for _, r := range v.regions {
+				d.history[r.name] = append(d.history[r.name], now[r.name])
+			}
+			if v.passedCommonState(t, d.history) {
 				continue // replicated, and written again since: in flight
 			}
 			d.images = now
@@ -356,31 +365,23 @@ func (v *verifier) settle(ctx context.Context, t *table, list []*Difference) (re
 	return real, pending, nil
 }
 
-// passedCommonState reports whether, across the two reads, every region has
-// held one same row state (or its absence): the pipelines carried it
-// everywhere, and what differs now are newer writes still in flight. A
+// passedCommonState reports whether, over the reads of a row so far, every
+// region has held one same row state (or its absence): the pipelines carried
+// it everywhere, and what differs now are newer writes still in flight. A
 // region that keeps a row no other region ever held does not pass.
-func (v *verifier) passedCommonState(t *table, before, now map[string]source.Row) bool {
-	type state struct {
-		ri  int
-		row source.Row
-	}
-	held := func(ri int) []state {
-		r := v.regions[ri].name
-		return []state{{ri, before[r]}, {ri, now[r]}}
-	}
-	same := func(a, b state) bool {
-		if (a.row == nil) != (b.row == nil) {
+func (v *verifier) passedCommonState(t *table, history map[string][]source.Row) bool {
+	same := func(ra int, a source.Row, rb int, b source.Row) bool {
+		if (a == nil) != (b == nil) {
 			return false
 		}
-		return a.row == nil || len(t.differingColumns(a.ri, a.row, b.ri, b.row)) == 0
+		return a == nil || len(t.differingColumns(ra, a, rb, b)) == 0
 	}
-	for _, cand := range held(0) {
+	for _, cand := range history[v.regions[0].name] {
 		everywhere := true
 		for ri := 1; ri < len(v.regions) && everywhere; ri++ {
 			found := false
-			for _, s := range held(ri) {
-				found = found || same(cand, s)
+			for _, s := range history[v.regions[ri].name] {
+				found = found || same(0, cand, ri, s)
 			}
 			everywhere = found
 		}

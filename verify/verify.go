@@ -137,6 +137,8 @@ type Difference struct {
 
 	key    snapshot.Key
 	images map[string]source.Row // per region, nil: no row
+	// history holds every image read per region while settling.
+	history map[string][]source.Row
 }
 
 // Run compares the tables. A refusal wraps ErrRefused.
