@@ -199,7 +199,9 @@ func (s *settler) wait(ctx context.Context, pos map[string]checkpoint.Position, 
 			return false, ctx.Err()
 		case <-time.After(delay):
 		}
-		delay = min(delay*2, time.Second)
+		// Short polls: a read long after the pipelines passed sees newer
+		// writes, which hides the state the regions had in common.
+		delay = min(delay*2, 200*time.Millisecond)
 	}
 }
 

@@ -71,7 +71,7 @@ type Options struct {
 	// which differing rows were read (default 2 minutes).
 	SettleTimeout time.Duration
 	// SettleRounds is how many times differing rows that keep changing are
-	// read again before they are reported as unsettled (default 5).
+	// read again before they are reported as unsettled (default 10).
 	SettleRounds int
 	// CompareRows reads and compares every chunk's rows in regiond instead
 	// of checksumming chunks in the databases (the benchmark measures both).
@@ -190,7 +190,7 @@ func newVerifier(ctx context.Context, opts Options) (*verifier, error) {
 		opts.SettleTimeout = 2 * time.Minute
 	}
 	if opts.SettleRounds <= 0 {
-		opts.SettleRounds = 5
+		opts.SettleRounds = 10
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
