@@ -151,6 +151,12 @@ wait:
 		t.Errorf("only %d concurrent writes: the test proves little", writes.Load())
 	}
 
+	// Right after the writer stopped, with its last writes still streaming:
+	// verify finds the regions identical (rows in flight settle once the
+	// pipelines pass them).
+	if code, _, vout := runVerify(t, "--config", cfg); code != 0 {
+		t.Errorf("verify after the backfill: exit %d, want 0:\n%.6000s", code, vout)
+	}
 	for _, tb := range []string{"items", "profiles"} {
 		dbtest.WaitEqualCanonical(t, 2*time.Minute, tb, src.canon(), dst.canon())
 		step(tb + " equal")

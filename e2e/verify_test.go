@@ -273,8 +273,21 @@ func testVerifyRepair(t *testing.T, east, west *region) {
 		if strings.Join(got, ",") != strings.Join(w, ",") {
 			t.Errorf("table %s: verify named keys %v, want exactly %v\n%s", tr.Table, got, w, out)
 		}
+		// Rows the writer rewrites about every second may not settle when
+		// the machine is loaded and the pipelines lag by seconds: verify
+		// then reports them as unsettled, apart from differences, which is
+		// no false alarm. Any other unsettled row is.
+		for _, u := range tr.Unsettled {
+			var k struct {
+				ID int `json:"id"`
+			}
+			if err := json.Unmarshal([]byte(u.Key), &k); err != nil || k.ID < 201 || k.ID > 300 {
+				i := strings.Index(out, `"table": "`+tr.Table+`"`)
+				t.Errorf("table %s: row %s unsettled, but the writer does not write it:\n%.4000s", tr.Table, u.Key, out[max(i, 0):])
+			}
+		}
 		if len(tr.Unsettled) > 0 {
-			t.Errorf("table %s: unsettled rows %v while the writer ran (the daemon was running)", tr.Table, tr.Unsettled)
+			t.Logf("table %s: %d of the writer's rows kept changing and were reported unsettled", tr.Table, len(tr.Unsettled))
 		}
 		if tr.RowsCompared < rows {
 			t.Errorf("table %s: %d rows compared, want ≥ %d", tr.Table, tr.RowsCompared, rows)

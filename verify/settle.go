@@ -11,6 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/regiond/regiond/checkpoint"
 	"github.com/regiond/regiond/config"
 	"github.com/regiond/regiond/internal/pgconn"
@@ -197,7 +199,9 @@ func (s *settler) wait(ctx context.Context, pos map[string]checkpoint.Position, 
 			return false, ctx.Err()
 		case <-time.After(delay):
 		}
-		delay = min(delay*2, time.Second)
+		// Short polls: a read long after the pipelines passed sees newer
+		// writes, which hides the state the regions had in common.
+		delay = min(delay*2, 200*time.Millisecond)
 	}
 }
 
@@ -341,6 +345,18 @@ func (v *verifier) settle(ctx context.Context, t *table, list []*Difference) (re
 				real = append(real, d)
 				continue
 			}
+			if d.history == nil {
+				d.history = map[string][]source.Row{}
+				for r, img := range d.images {
+					d.history[r] = append(d.history[r], img)
+				}
+			}
+			for _, r := range v.regions {
+				d.history[r.name] = append(d.history[r.name], now[r.name])
+			}
+			if v.passedCommonState(t, d.history) {
+				continue // replicated, and written again since: in flight
+			}
 			d.images = now
 			v.describeDiff(t, d)
 			next = append(next, d)
@@ -349,6 +365,33 @@ func (v *verifier) settle(ctx context.Context, t *table, list []*Difference) (re
 		v.log.Debug("settle round", "table", t.Name, "round", round+1, "real", len(real), "changing", len(pending))
 	}
 	return real, pending, nil
+}
+
+// passedCommonState reports whether, over the reads of a row so far, every
+// region has held one same row state (or its absence): the pipelines carried
+// it everywhere, and what differs now are newer writes still in flight. A
+// region that keeps a row no other region ever held does not pass.
+func (v *verifier) passedCommonState(t *table, history map[string][]source.Row) bool {
+	same := func(ra int, a source.Row, rb int, b source.Row) bool {
+		if (a == nil) != (b == nil) {
+			return false
+		}
+		return a == nil || len(t.differingColumns(ra, a, rb, b)) == 0
+	}
+	for _, cand := range history[v.regions[0].name] {
+		everywhere := true
+		for ri := 1; ri < len(v.regions) && everywhere; ri++ {
+			found := false
+			for _, s := range history[v.regions[ri].name] {
+				found = found || same(0, cand, ri, s)
+			}
+			everywhere = found
+		}
+		if everywhere {
+			return true
+		}
+	}
+	return false
 }
 
 // sameAsBefore reports whether every region still holds the row it held.
@@ -377,12 +420,22 @@ func (v *verifier) readKeys(ctx context.Context, t *table, ds []*Difference) ([]
 		keys[i] = d.key
 		index[keyString(d.key)] = i
 	}
+	// All regions at once, so that a write landing between the reads is
+	// less likely.
+	rows := make([][]source.Row, len(v.regions))
+	g, gctx := errgroup.WithContext(ctx)
 	for ri, reg := range v.regions {
-		rows, err := t.per[ri].ReadKeys(ctx, reg.db.SQL, keys, false)
-		if err != nil {
-			return nil, err
-		}
-		for _, row := range rows {
+		g.Go(func() error {
+			var err error
+			rows[ri], err = t.per[ri].ReadKeys(gctx, reg.db.SQL, keys, false)
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	for ri, reg := range v.regions {
+		for _, row := range rows[ri] {
 			if i, ok := index[keyString(t.per[ri].KeyOf(row))]; ok {
 				out[i][reg.name] = row
 			}

@@ -16,7 +16,8 @@
 // Writes continue while verify runs, so a differing row may only be in
 // flight. Verify records every region's log position after reading, waits
 // until every pipeline into the compared regions has passed those positions
-// (settle.go), and reads the differing rows again: rows now equal were in
+// (settle.go), and reads the differing rows again: rows now equal, or whose
+// regions have all held one same state across the two reads, were in
 // flight; rows unchanged and still differing are differences; rows that keep
 // changing are reported as unsettled after a number of rounds.
 package verify
@@ -70,7 +71,7 @@ type Options struct {
 	// which differing rows were read (default 2 minutes).
 	SettleTimeout time.Duration
 	// SettleRounds is how many times differing rows that keep changing are
-	// read again before they are reported as unsettled (default 5).
+	// read again before they are reported as unsettled (default 10).
 	SettleRounds int
 	// CompareRows reads and compares every chunk's rows in regiond instead
 	// of checksumming chunks in the databases (the benchmark measures both).
@@ -136,6 +137,8 @@ type Difference struct {
 
 	key    snapshot.Key
 	images map[string]source.Row // per region, nil: no row
+	// history holds every image read per region while settling.
+	history map[string][]source.Row
 }
 
 // Run compares the tables. A refusal wraps ErrRefused.
@@ -187,7 +190,7 @@ func newVerifier(ctx context.Context, opts Options) (*verifier, error) {
 		opts.SettleTimeout = 2 * time.Minute
 	}
 	if opts.SettleRounds <= 0 {
-		opts.SettleRounds = 5
+		opts.SettleRounds = 10
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)

@@ -133,7 +133,7 @@ Exit codes: 0 identical, 1 differences or unsettled rows, 2 error or usage.`,
 	f.IntVar(&parallel, "parallel", 2, "chunks checksummed at once")
 	f.DurationVar(&settle, "settle-timeout", 2*time.Minute, "how long to wait for pipelines to pass the positions at which differing rows were read")
 	f.BoolVar(&compareRows, "compare-rows", false, "read every row into regiond and compare there, instead of checksumming chunks in the databases")
-	f.IntVar(&rounds, "settle-rounds", 5, "how often rows that keep changing are read again before they are reported as unsettled")
+	f.IntVar(&rounds, "settle-rounds", 10, "how often rows that keep changing are read again before they are reported as unsettled")
 	return cmd
 }
 
