@@ -7,10 +7,11 @@ import (
 	"os/exec"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/regiond/regiond/internal/dbtest"
 )
 
 // TestDemo runs `regiond demo --duration 15s` as the README tells a
@@ -49,7 +50,7 @@ func runDemo(t *testing.T, interruptOn string, args ...string) (string, error) {
 	t.Helper()
 	cmd := exec.Command(regiondBinary(t), args...)
 	cmd.Dir = t.TempDir() // not the checkout: the demo must work from its embedded script
-	buf := &syncBuffer{}
+	buf := &dbtest.Buffer{}
 	cmd.Stdout, cmd.Stderr = buf, buf
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -94,22 +95,4 @@ func assertDemoCleanedUp(t *testing.T, out string) {
 	if len(bytes.TrimSpace(ps)) > 0 {
 		t.Errorf("demo left servers running:\n%s", ps)
 	}
-}
-
-// syncBuffer is a bytes.Buffer that a process writes while the test reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

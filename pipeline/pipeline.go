@@ -65,6 +65,44 @@ type Lease struct {
 	Release func()
 }
 
+// HoldLease returns the Lease on pos and epoch of a sink that holds its
+// lease through a session on the target: every interval, held (given a
+// context bounded to 10 s) says whether the session still holds it, and
+// the Lease's Lost closes when it no longer does; Release stops the checks
+// and calls release once.
+func HoldLease(pos string, epoch int64, every time.Duration, held func(context.Context) bool, release func()) *Lease {
+	lost := make(chan struct{})
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			ok := held(ctx)
+			cancel()
+			if !ok {
+				close(lost)
+				return
+			}
+		}
+	}()
+	var once sync.Once
+	return &Lease{Position: pos, Epoch: epoch, Lost: lost, Release: func() {
+		once.Do(func() {
+			close(stop)
+			<-done
+			release()
+		})
+	}}
+}
+
 // ErrFenced is wrapped by an apply error when another process took the
 // pipeline over (a newer epoch on its checkpoint row): nothing of the
 // transaction was committed, and this process stands by.

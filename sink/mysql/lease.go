@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/regiond/regiond/pipeline"
@@ -71,37 +70,11 @@ func (a *Applier) Lead(ctx context.Context, waiting func()) (*pipeline.Lease, er
 	a.epoch.Store(epoch)
 	a.start = pos // what the last leader stored: Apply's run starts there
 
-	lost := make(chan struct{})
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		t := time.NewTicker(leaseCheckEvery)
-		defer t.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-t.C:
-			}
-			cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			var mine sql.NullInt64
-			err := conn.QueryRowContext(cctx, "SELECT IS_USED_LOCK(?) = CONNECTION_ID()", name).Scan(&mine)
-			cancel()
-			if err != nil || !mine.Valid || mine.Int64 != 1 {
-				close(lost)
-				return
-			}
-		}
-	}()
-	var once sync.Once
-	return &pipeline.Lease{Position: pos, Epoch: epoch, Lost: lost, Release: func() {
-		once.Do(func() {
-			close(stop)
-			<-done
-			release()
-		})
-	}}, nil
+	return pipeline.HoldLease(pos, epoch, leaseCheckEvery, func(ctx context.Context) bool {
+		var mine sql.NullInt64
+		err := conn.QueryRowContext(ctx, "SELECT IS_USED_LOCK(?) = CONNECTION_ID()", name).Scan(&mine)
+		return err == nil && mine.Valid && mine.Int64 == 1
+	}, release), nil
 }
 
 // staleCheckEvery is how long the new epoch's write may wait for the

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"hash/fnv"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -146,34 +145,9 @@ func (a *Applier) Lead(ctx context.Context, waiting func()) (*pipeline.Lease, er
 	a.epoch.Store(epoch)
 	a.start = pos // what the last leader stored: Apply's run starts there
 
-	lost := make(chan struct{})
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		t := time.NewTicker(leaseCheckEvery)
-		defer t.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-t.C:
-			}
-			cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			err := conn.Ping(cctx)
-			cancel()
-			if err != nil {
-				close(lost)
-				return
-			}
-		}
-	}()
-	var once sync.Once
-	return &pipeline.Lease{Position: pos, Epoch: epoch, Lost: lost, Release: func() {
-		once.Do(func() {
-			close(stop)
-			<-done
-			closeConn(conn) // the session's advisory lock goes with it
-		})
-	}}, nil
+	return pipeline.HoldLease(pos, epoch, leaseCheckEvery, func(ctx context.Context) bool {
+		return conn.Ping(ctx) == nil
+	}, func() {
+		closeConn(conn) // the session's advisory lock goes with it
+	}), nil
 }

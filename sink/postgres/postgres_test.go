@@ -1,14 +1,12 @@
 package postgres
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/regiond/regiond/checkpoint"
+	"github.com/regiond/regiond/internal/dbtest"
 	"github.com/regiond/regiond/internal/pgconn"
 	"github.com/regiond/regiond/internal/testenv"
 	"github.com/regiond/regiond/pipeline"
@@ -127,7 +126,7 @@ func txn(end uint64, changes ...source.Change) source.Txn {
 type env struct {
 	srv  *testenv.Server
 	conn *pgx.Conn // the test's own connection
-	logs *syncBuffer
+	logs *dbtest.Buffer
 }
 
 func newEnv(t *testing.T, ddl ...string) *env {
@@ -139,7 +138,7 @@ func newEnv(t *testing.T, ddl ...string) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close(context.Background()) })
-	e := &env{srv: srv, conn: conn, logs: &syncBuffer{}}
+	e := &env{srv: srv, conn: conn, logs: &dbtest.Buffer{}}
 	e.exec(t, append([]string{typesDDL}, ddl...)...)
 	return e
 }
@@ -759,22 +758,4 @@ func TestCompositeKeyAndKeyChange(t *testing.T) {
 		txn(30, del(pair, source.Row{"y", int64(1), "two"}), ins(pair, source.Row{"y", int64(1), "again"})),
 	)
 	wantRows(t, e.dump(t, "pair"), []string{`x|2|one moved`, `y|1|again`})
-}
-
-// syncBuffer is a bytes.Buffer safe for a logger and a test to share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
