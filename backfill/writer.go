@@ -41,31 +41,25 @@ func NewSinkWriter(dst config.Region, name, from string, tables []string, rules 
 		if err != nil {
 			return nil, err
 		}
-		return &sinkWriter{
-			begin: func(ctx context.Context, marker, kind string, guard []string) (ChunkTx, map[string]string, error) {
-				tx, pos, err := a.BeginChunk(ctx, marker, kind, guard)
-				if err != nil {
-					return nil, nil, err
-				}
-				return tx, pos, nil
-			},
-			retryable: a.Retryable, close: a.Close,
-		}, nil
+		return &sinkWriter{begin: chunkBegin(a.BeginChunk), retryable: a.Retryable, close: a.Close}, nil
 	case config.EnginePostgres:
 		a, err := pgsink.New(pgsink.Config{Pipeline: name, Source: from, Target: dst.Name, DSN: dst.DSN, Schema: dst.Schema, Tables: tables, Rules: rules}, logger)
 		if err != nil {
 			return nil, err
 		}
-		return &sinkWriter{
-			begin: func(ctx context.Context, marker, kind string, guard []string) (ChunkTx, map[string]string, error) {
-				tx, pos, err := a.BeginChunk(ctx, marker, kind, guard)
-				if err != nil {
-					return nil, nil, err
-				}
-				return tx, pos, nil
-			},
-			retryable: a.Retryable, close: a.Close,
-		}, nil
+		return &sinkWriter{begin: chunkBegin(a.BeginChunk), retryable: a.Retryable, close: a.Close}, nil
 	}
 	return nil, fmt.Errorf("region %s: unknown engine %q", dst.Name, dst.Engine)
+}
+
+// chunkBegin adapts a sink's BeginChunk, which returns its own transaction
+// type, to sinkWriter.begin (a nil transaction stays a nil interface).
+func chunkBegin[T ChunkTx](begin func(ctx context.Context, marker, kind string, guard []string) (T, map[string]string, error)) func(context.Context, string, string, []string) (ChunkTx, map[string]string, error) {
+	return func(ctx context.Context, marker, kind string, guard []string) (ChunkTx, map[string]string, error) {
+		tx, pos, err := begin(ctx, marker, kind, guard)
+		if err != nil {
+			return nil, nil, err
+		}
+		return tx, pos, nil
+	}
 }
