@@ -44,7 +44,7 @@ func (a *Applier) BeginChunk(ctx context.Context, marker, kind string, guard []s
 			closeConn(conn)
 			return nil, nil, err
 		}
-		t = &target{a: a, conn: conn, tables: map[string]*pgTable{}, plans: map[*source.Table]*plan{}, reads: map[*pgTable]*ruleInfo{}, stages: map[*plan]*stage{}}
+		t = &target{a: a, conn: conn, tables: map[string]*pgTable{}, plans: map[*source.Table]*plan{}, reads: map[*pgTable]*ruleInfo{}}
 	}
 	c := &ChunkTx{t: t}
 	pos := map[string]string{}

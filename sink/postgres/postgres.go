@@ -47,10 +47,6 @@ type Config struct {
 	BatchChanges int
 	// StatementRows bounds the rows of one statement (default 4096).
 	StatementRows int
-	// StageRows is the size from which a segment's full rows are written
-	// through a staging table (COPY, then one INSERT … SELECT; stage.go)
-	// rather than as unnest statements (default 1024; negative: never).
-	StageRows int
 	// LockRetries is how many times a batch that hit a deadlock, lock
 	// timeout or serialization failure is retried in place (default 20).
 	LockRetries int
@@ -87,9 +83,6 @@ func New(cfg Config, logger *slog.Logger) (*Applier, error) {
 	}
 	if cfg.StatementRows <= 0 {
 		cfg.StatementRows = 4096
-	}
-	if cfg.StageRows == 0 {
-		cfg.StageRows = 1024
 	}
 	if cfg.LockRetries <= 0 {
 		cfg.LockRetries = 20
@@ -190,7 +183,7 @@ func (a *Applier) Apply(ctx context.Context, in <-chan source.Txn, durable func(
 	if err := a.setupSession(ctx, conn); err != nil {
 		return err
 	}
-	t := &target{a: a, conn: conn, tables: map[string]*pgTable{}, plans: map[*source.Table]*plan{}, reads: map[*pgTable]*ruleInfo{}, stages: map[*plan]*stage{}}
+	t := &target{a: a, conn: conn, tables: map[string]*pgTable{}, plans: map[*source.Table]*plan{}, reads: map[*pgTable]*ruleInfo{}}
 	for _, name := range a.cfg.Tables {
 		if _, err := t.table(ctx, name); err != nil {
 			return err
@@ -257,8 +250,6 @@ type target struct {
 	// conflicts are the conflicts recorded in the open transaction,
 	// announced when it commits.
 	conflicts []batch.Conflict
-	// stages are the session's staging tables, per plan (stage.go).
-	stages map[*plan]*stage
 }
 
 var _ batch.Target = (*target)(nil)
@@ -352,7 +343,6 @@ func (t *target) Commit(ctx context.Context, pos checkpoint.Position) error {
 		return err
 	}
 	t.begun = false
-	t.stagesCommitted()
 	t.announce()
 	return nil
 }
@@ -361,7 +351,6 @@ func (t *target) Commit(ctx context.Context, pos checkpoint.Position) error {
 func (t *target) Rollback() {
 	t.pending = nil
 	t.conflicts = t.conflicts[:0]
-	t.stagesRolledBack()
 	if !t.begun {
 		return
 	}
@@ -432,13 +421,7 @@ func (t *target) Exec(ctx context.Context, changes []source.Change) error {
 			continue
 		}
 		full, partial, order := splitUnchanged(p, seg.Rows)
-		if n := t.a.cfg.StageRows; n > 0 && len(full) >= n {
-			if b, err = t.stageRows(ctx, b, p, full); err != nil {
-				return err
-			}
-		} else {
-			t.queueRows(b, p.upsert, p, p.written, full)
-		}
+		t.queueRows(b, p.upsert, p, p.written, full)
 		for _, u := range order {
 			if u.sql != "" {
 				t.queueUpdate(b, u, p, seg.Table.Name, partial[u])

@@ -217,12 +217,8 @@ type plan struct {
 	key []int
 
 	upsert string // INSERT ... SELECT ... FROM unnest(...) ON CONFLICT ...
-	// stageUpsert is upsert's INSERT reading the staging table (stage.go)
-	// instead of unnest; stageCols is that table's column list.
-	stageUpsert func(stage string) string
-	stageCols   string
-	insert      string // the same without ON CONFLICT: a present key is an error
-	delete      string // DELETE ... WHERE (key) IN (SELECT ... FROM unnest(...))
+	insert string // the same without ON CONFLICT: a present key is an error
+	delete string // DELETE ... WHERE (key) IN (SELECT ... FROM unnest(...))
 	// updates holds, per set of unchanged columns, the UPDATE that leaves
 	// them alone; keyed by the unchanged source column numbers.
 	updates map[string]*update
@@ -300,10 +296,6 @@ func newPlan(region string, st *source.Table, t *pgTable) (*plan, error) {
 	p.insert = "INSERT INTO " + t.ident + " (" + ins.String() + ") OVERRIDING SYSTEM VALUE SELECT " + sel.String() +
 		" FROM unnest(" + args.String() + ") AS u(" + alias.String() + ")"
 	p.upsert = p.insert + " ON CONFLICT (" + p.keyList("") + ")" + conflict
-	head, onConflict := "INSERT INTO "+t.ident+" ("+ins.String()+") OVERRIDING SYSTEM VALUE SELECT "+sel.String()+" FROM ",
-		" AS u ON CONFLICT ("+p.keyList("")+")"+conflict
-	p.stageUpsert = func(stage string) string { return head + stage + onConflict }
-	p.stageCols = alias.String()
 
 	var ksel, kargs, kalias strings.Builder
 	for n, i := range p.key {
