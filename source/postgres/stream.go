@@ -193,7 +193,14 @@ func (s *stream) handle(ctx context.Context, data []byte) error {
 		if len(xld.WALData) == 0 {
 			return nil
 		}
-		msg, err := pglogrepl.ParseV2(xld.WALData, false)
+		var msg pglogrepl.Message
+		switch xld.WALData[0] {
+		case 'I', 'U', 'D':
+			// One message per row: parsed without a copy of each value.
+			msg, err = parseRowMessage(xld.WALData)
+		default:
+			msg, err = pglogrepl.ParseV2(xld.WALData, false)
+		}
 		if err != nil {
 			return fmt.Errorf("region %s: decode pgoutput message %q: %w", s.r.cfg.Region, xld.WALData[0], err)
 		}
