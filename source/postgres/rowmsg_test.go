@@ -94,3 +94,30 @@ func TestParseRowMessage(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkParseRow compares parseRowMessage with pglogrepl.ParseV2 on an
+// insert of the bench command's row shape (6 columns):
+//
+//	go test ./source/postgres -run '^$' -bench ParseRow -benchmem
+func BenchmarkParseRow(b *testing.B) {
+	m := append([]byte("I"), binary.BigEndian.AppendUint32(nil, 16385)...)
+	m = append(m, 'N')
+	m = append(m, tupleBytes("123456", "4242", "some text of the c column, some text of the c column, some more",
+		"pad pad pad pad pad pad pad pad pad pad pad pad pad pad pad", nil, "2026-11-27 14:00:00.123456")...)
+	b.Run("pglogrepl.ParseV2", func(b *testing.B) {
+		b.ReportAllocs()
+		for range b.N {
+			if _, err := pglogrepl.ParseV2(m, false); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("parseRowMessage", func(b *testing.B) {
+		b.ReportAllocs()
+		for range b.N {
+			if _, err := parseRowMessage(m); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
