@@ -27,9 +27,11 @@ const (
 
 // ReadDiffering implements batch.RemoteFilter. One statement locks the rows
 // of all keys (a materialized locking read, as ReadRows) and returns only
-// those that may conflict: a missing row of an update or delete, or a row
-// with a column whose text (column::text) differs from the image's value as
-// the upsert would write it (encode). The comparison is of texts, never
+// those that may conflict: a missing row of an update or delete, the row of
+// an insert's key (inserts rarely meet one, so their images are not sent),
+// or an update's or delete's row with a column whose text (column::text)
+// differs from the before image's value as the upsert would write it
+// (encode). The comparison is of texts, never
 // of the image cast to the column's type: a before image the target could
 // not hold must not fail the batch, and a text that differs only in
 // spelling (e.g. character(n) padding) is returned and compared again by
@@ -51,6 +53,10 @@ func (t *target) ReadDiffering(ctx context.Context, st *source.Table, keys, imag
 	mode := make([]int32, len(keys))
 	for i, img := range images {
 		switch {
+		case insert[i]:
+			// An insert rarely meets a row (a replay, a conflict): its
+			// image is not sent, and a row that is there comes back.
+			mode[i] = modeAlways
 		case img == nil:
 			mode[i] = modeMissing
 		case batch.HasUnchanged(img):
