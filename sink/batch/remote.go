@@ -26,6 +26,22 @@ type RemoteTarget interface {
 	Record(ctx context.Context, cs []Conflict) error
 }
 
+// RemoteFilter is what a RemoteTarget may offer on top: the target compares
+// the images with its rows itself and sends back only the rows that may
+// conflict, so that rows nothing conflicts on are neither sent nor
+// converted. It must lock the rows of all keys, as ReadRows does, and may
+// return rows that turn out equal (they are compared again, as ReadRows'
+// are), but never leave out one that differs.
+type RemoteFilter interface {
+	// ReadDiffering reads the target's rows of keys, locking them, and
+	// compares each with images[i], the image of key i that the change
+	// expects there (insert[i]: an insert, whose key may be missing; a nil
+	// images[i]: only a missing row matters). It returns, in key order, the
+	// indexes of the keys that may conflict and their rows (nil: none),
+	// with norm as ReadRows documents.
+	ReadDiffering(ctx context.Context, t *source.Table, keys, images []source.Row, insert []bool) (idx []int, rows []source.Row, norm func(i int, v any) any, err error)
+}
+
 // remoteCheck is one apply_remote change to compare with the target: the
 // first change of its key in what is being written.
 type remoteCheck struct {
@@ -89,6 +105,28 @@ func CheckRemote(ctx context.Context, rt RemoteTarget, rules *Rules, changes []s
 		keys := make([]source.Row, len(cs))
 		for i, c := range cs {
 			keys[i] = c.key
+		}
+		if f, ok := rt.(RemoteFilter); ok {
+			images := make([]source.Row, len(cs))
+			insert := make([]bool, len(cs))
+			for i, c := range cs {
+				switch {
+				case c.change.Op == source.Insert:
+					images[i], insert[i] = c.change.After, true
+				case !t.KeyOnlyBefore:
+					images[i] = c.change.Before
+				}
+			}
+			idx, rows, norm, err := f.ReadDiffering(ctx, t, keys, images, insert)
+			if err != nil {
+				return nil, err
+			}
+			for n, i := range idx {
+				if x, ok := DecideRemote(rules, t, cs[i].change, rows[n], norm); ok {
+					out = append(out, x)
+				}
+			}
+			continue
 		}
 		rows, norm, err := rt.ReadRows(ctx, t, keys)
 		if err != nil {

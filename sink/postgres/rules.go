@@ -286,16 +286,21 @@ func (t *target) ReadRows(ctx context.Context, st *source.Table, keys []source.R
 	if err != nil {
 		return nil, nil, err
 	}
-	return rows, func(i int, v any) any {
-		// character(n) is read padded with spaces to n, which an image
-		// from a MySQL CHAR column does not carry.
+	return rows, normBpchar(types), nil
+}
+
+// normBpchar is the norm of RemoteTarget.ReadRows for columns of types:
+// character(n) is read padded with spaces to n, which an image from a MySQL
+// CHAR column does not carry.
+func normBpchar(types []readType) func(int, any) any {
+	return func(i int, v any) any {
 		if types[i].oid == bpcharOID {
 			if s, ok := v.(string); ok {
 				return strings.TrimRight(s, " ")
 			}
 		}
 		return v
-	}, nil
+	}
 }
 
 // bpcharOID is the type of character(n) columns.

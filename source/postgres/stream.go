@@ -119,9 +119,31 @@ func receive(ctx context.Context, conn *pgxconn.PgConn, msgs chan<- wireMsg) {
 			return false
 		}
 	}
+	// ReceiveMessage with a cancellable context arms and disarms a context
+	// watcher per message (one message per row: a tenth of the reader's
+	// CPU). Instead, ctx's end interrupts the read once, through the
+	// connection's read deadline, which is cleared again on the way out.
+	interrupted := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		_ = conn.Conn().SetReadDeadline(time.Now())
+		close(interrupted)
+	})
+	defer func() {
+		if !stop() {
+			<-interrupted
+			_ = conn.Conn().SetReadDeadline(time.Time{})
+		}
+	}()
 	for {
-		msg, err := conn.ReceiveMessage(ctx)
+		if ctx.Err() != nil {
+			deliver(wireMsg{err: ctx.Err()})
+			return
+		}
+		msg, err := conn.ReceiveMessage(context.Background())
 		if err != nil {
+			if ctx.Err() != nil {
+				err = fmt.Errorf("%w (%w)", ctx.Err(), err)
+			}
 			deliver(wireMsg{err: err})
 			return
 		}
@@ -171,7 +193,14 @@ func (s *stream) handle(ctx context.Context, data []byte) error {
 		if len(xld.WALData) == 0 {
 			return nil
 		}
-		msg, err := pglogrepl.ParseV2(xld.WALData, false)
+		var msg pglogrepl.Message
+		switch xld.WALData[0] {
+		case 'I', 'U', 'D':
+			// One message per row: parsed without a copy of each value.
+			msg, err = parseRowMessage(xld.WALData)
+		default:
+			msg, err = pglogrepl.ParseV2(xld.WALData, false)
+		}
 		if err != nil {
 			return fmt.Errorf("region %s: decode pgoutput message %q: %w", s.r.cfg.Region, xld.WALData[0], err)
 		}
