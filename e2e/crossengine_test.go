@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -11,6 +12,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/go-sql-driver/mysql"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/regiond/regiond/internal/dbtest"
 	"github.com/regiond/regiond/internal/testenv"
@@ -253,57 +257,71 @@ func mixedWorkload(ctx context.Context, r *region, w, n int, seed uint64, txns, 
 	base := int64(w) * 1_000_000_000
 	next := base + 1
 	var live []int64
-	for i := range n {
-		tx, err := r.db.BeginTx(ctx, nil)
-		if err != nil {
-			return err
-		}
-		ops := 2 + rng.IntN(5)
-		var inserted []int64
-		deleted := map[int64]bool{}
-		done := 0
-		fail := func(err error) error { tx.Rollback(); return err }
-		for range ops {
-			switch k := rng.IntN(10); {
-			case k < 5 || len(live) < 10:
-				id := next
-				next++
-				vals := append([]any{id}, mixedValues(rng, pg)...)
-				if _, err := tx.ExecContext(ctx, insert, vals...); err != nil {
-					return fail(err)
-				}
-				inserted = append(inserted, id)
-			case k < 8:
-				id := live[rng.IntN(len(live))]
-				if deleted[id] {
-					continue
-				}
-				v := mixedValues(rng, pg)
-				var err error
-				if rng.IntN(2) == 0 {
-					_, err = tx.ExecContext(ctx, update, v[9], v[16], v[20], v[14], v[4], v[22], v[17], id)
-				} else {
-					_, err = tx.ExecContext(ctx, updateSmall, v[9], v[16], v[22], id)
-				}
-				if err != nil {
-					return fail(err)
-				}
-			default:
-				id := live[rng.IntN(len(live))]
-				if deleted[id] {
-					continue
-				}
-				if _, err := tx.ExecContext(ctx, del, id); err != nil {
-					return fail(err)
-				}
-				deleted[id] = true
+	for i := 0; i < n; i++ {
+		var (
+			inserted []int64
+			deleted  map[int64]bool
+			done     int
+		)
+		err := func() error {
+			tx, err := r.db.BeginTx(ctx, nil)
+			if err != nil {
+				return err
 			}
-			done++
+			ops := 2 + rng.IntN(5)
+			inserted, deleted, done = nil, map[int64]bool{}, 0
+			fail := func(err error) error { tx.Rollback(); return err }
+			for range ops {
+				switch k := rng.IntN(10); {
+				case k < 5 || len(live) < 10:
+					id := next
+					next++
+					vals := append([]any{id}, mixedValues(rng, pg)...)
+					if _, err := tx.ExecContext(ctx, insert, vals...); err != nil {
+						return fail(err)
+					}
+					inserted = append(inserted, id)
+				case k < 8:
+					id := live[rng.IntN(len(live))]
+					if deleted[id] {
+						continue
+					}
+					v := mixedValues(rng, pg)
+					var err error
+					if rng.IntN(2) == 0 {
+						_, err = tx.ExecContext(ctx, update, v[9], v[16], v[20], v[14], v[4], v[22], v[17], id)
+					} else {
+						_, err = tx.ExecContext(ctx, updateSmall, v[9], v[16], v[22], id)
+					}
+					if err != nil {
+						return fail(err)
+					}
+				default:
+					id := live[rng.IntN(len(live))]
+					if deleted[id] {
+						continue
+					}
+					if _, err := tx.ExecContext(ctx, del, id); err != nil {
+						return fail(err)
+					}
+					deleted[id] = true
+				}
+				done++
+			}
+			if _, err := tx.ExecContext(ctx, logIns, base+int64(i)+1, w, done); err != nil {
+				return fail(err)
+			}
+			return tx.Commit()
+		}()
+		if deadlocked(err) {
+			// An application retries a deadlock victim, and so does this
+			// one: regiond's applier takes row locks in this region too
+			// (its apply_remote check reads the rows it replaces FOR
+			// UPDATE). The failed attempt's keys are simply not used.
+			i--
+			continue
 		}
-		if _, err := tx.ExecContext(ctx, logIns, base+int64(i)+1, w, done); err != nil {
-			return fail(err)
-		}
-		if err := tx.Commit(); err != nil {
+		if err != nil {
 			return err
 		}
 		txns.Add(1)
@@ -365,4 +383,15 @@ func mixedValues(rng *rand.Rand, pg bool) []any {
 		}
 	}
 	return v
+}
+
+// deadlocked reports whether err made the transaction a deadlock victim
+// (MariaDB 1213, PostgreSQL 40P01).
+func deadlocked(err error) bool {
+	var me *mysql.MySQLError
+	if errors.As(err, &me) {
+		return me.Number == 1213
+	}
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == "40P01"
 }
