@@ -164,19 +164,7 @@ func TestHAPair(t *testing.T) {
 	}
 	wg.Wait()
 	t.Logf("workload done: %d transactions, %d row changes", txns.Load(), rowOps.Load())
-	for _, table := range []string{"items", "txlog"} {
-		dbtest.WaitEqual(t, 3*time.Minute, table, []string{"east", "west"}, east.db, west.db)
-	}
-	var rows, attempts int64
-	if err := west.db.QueryRow("SELECT COUNT(*) FROM txlog").Scan(&rows); err != nil {
-		t.Fatal(err)
-	}
-	if err := west.db.QueryRow("SELECT n FROM txlog_attempts").Scan(&attempts); err != nil {
-		t.Fatal(err)
-	}
-	if rows != txns.Load() || attempts != rows {
-		t.Fatalf("west: %d txlog rows and %d insert attempts, want %d of each (a transaction applied twice?)", rows, attempts, txns.Load())
-	}
+	assertAppliedOnce(t, east, west, txns.Load())
 	final, _ := leader(time.Minute)
 	var epoch int64
 	if err := west.db.QueryRow("SELECT epoch FROM regiond_checkpoints WHERE pipeline = 'east->west'").Scan(&epoch); err != nil {

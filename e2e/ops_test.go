@@ -318,18 +318,6 @@ func TestDaemonLifecycle(t *testing.T) {
 
 	// Nothing lost, nothing applied twice.
 	d.start()
-	for _, table := range []string{"items", "txlog"} {
-		dbtest.WaitEqual(t, 3*time.Minute, table, []string{"east", "west"}, east.db, west.db)
-	}
-	var rows, attempts int64
-	if err := west.db.QueryRow("SELECT COUNT(*) FROM txlog").Scan(&rows); err != nil {
-		t.Fatal(err)
-	}
-	if err := west.db.QueryRow("SELECT n FROM txlog_attempts").Scan(&attempts); err != nil {
-		t.Fatal(err)
-	}
-	if rows != txns.Load() || attempts != rows {
-		t.Fatalf("west: %d txlog rows and %d insert attempts, want %d of each", rows, attempts, txns.Load())
-	}
+	assertAppliedOnce(t, east, west, txns.Load())
 	t.Logf("%d transactions, %d row changes: all applied once", txns.Load(), rowOps.Load())
 }
