@@ -125,6 +125,12 @@ func TestCrashConsistency(t *testing.T) {
 // workload runs n transactions of 3 to 8 random inserts, updates and
 // deletes over worker w's own key range, each with one txlog row.
 func workload(ctx context.Context, db *sql.DB, w, n int, seed uint64, rowOps, txns *atomic.Int64) error {
+	return workloadUntil(ctx, nil, db, w, n, seed, rowOps, txns)
+}
+
+// workloadUntil is workload that also ends, between two transactions, once
+// stop is closed.
+func workloadUntil(ctx context.Context, stop <-chan struct{}, db *sql.DB, w, n int, seed uint64, rowOps, txns *atomic.Int64) error {
 	rng := rand.New(rand.NewPCG(seed, uint64(w)))
 	base := int64(w) * 1_000_000_000
 	var live []int64
@@ -132,6 +138,11 @@ func workload(ctx context.Context, db *sql.DB, w, n int, seed uint64, rowOps, tx
 	for i := range n {
 		if ctx.Err() != nil {
 			return ctx.Err()
+		}
+		select {
+		case <-stop:
+			return nil
+		default:
 		}
 		tx, err := db.BeginTx(ctx, nil)
 		if err != nil {

@@ -107,11 +107,14 @@ func TestHAPair(t *testing.T) {
 		running      atomic.Bool
 	)
 	running.Store(true)
+	// The writers run until every takeover is done (however fast this
+	// machine is), at most 100,000 transactions each.
+	stop := make(chan struct{})
 	for w := range 2 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := workload(t.Context(), east.db, w, 5000, seed+uint64(w), &rowOps, &txns); err != nil {
+			if err := workloadUntil(t.Context(), stop, east.db, w, 100_000, seed+uint64(w), &rowOps, &txns); err != nil {
 				t.Errorf("worker %d: %v", w, err)
 			}
 		}()
@@ -162,6 +165,8 @@ func TestHAPair(t *testing.T) {
 	if !running.Load() {
 		t.Errorf("the workload ended before the last takeover: make it longer so that every takeover happens mid-workload")
 	}
+	time.Sleep(time.Second) // the new leader applies under load, too
+	close(stop)
 	wg.Wait()
 	t.Logf("workload done: %d transactions, %d row changes", txns.Load(), rowOps.Load())
 	assertAppliedOnce(t, east, west, txns.Load())
