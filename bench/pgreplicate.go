@@ -146,12 +146,8 @@ func (b *pgBench) newPipeline(probe *queueProbe) (p *pipeline.Pipeline, closeFn 
 		reader.Close()
 		return nil, nil, err
 	}
-	var sink pipeline.Sink = applier
-	if probe != nil {
-		sink = probeSink{Sink: applier, probe: probe}
-	}
-	p = &pipeline.Pipeline{Name: pipelineName, Source: reader, Sink: sink, Logger: b.logger}
-	return p, func() { reader.Close(); applier.Close() }, nil
+	p, closeFn = assemble(reader, applier, probe, b.logger)
+	return p, closeFn, nil
 }
 
 // storedPosition reads the pipeline's position from the regiond target (0

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"runtime/pprof"
 	"runtime/trace"
@@ -184,6 +185,23 @@ func (q *queueProbe) String() string {
 		float64(q.sum)/float64(q.samples), q.capacity, pct(q.full), pct(q.empty), q.samples)
 }
 
+// assemble makes the regiond phase's pipeline of a reader and an applier;
+// probe, if not nil, watches the queue between them. closeFn releases both.
+func assemble(reader interface {
+	source.Source
+	Close() error
+}, applier interface {
+	pipeline.Sink
+	Close() error
+}, probe *queueProbe, logger *slog.Logger) (p *pipeline.Pipeline, closeFn func()) {
+	var sink pipeline.Sink = applier
+	if probe != nil {
+		sink = probeSink{Sink: applier, probe: probe}
+	}
+	p = &pipeline.Pipeline{Name: pipelineName, Source: reader, Sink: sink, Logger: logger}
+	return p, func() { reader.Close(); applier.Close() }
+}
+
 // newPipeline wires a pipeline from the source into the regiond target with
 // the same packages and settings the daemon uses; probe, if not nil,
 // watches its reader→sink queue. closeFn releases its connections. (No
@@ -211,12 +229,8 @@ func (b *bench) newPipeline(probe *queueProbe) (p *pipeline.Pipeline, closeFn fu
 		reader.Close()
 		return nil, nil, err
 	}
-	var sink pipeline.Sink = applier
-	if probe != nil {
-		sink = probeSink{Sink: applier, probe: probe}
-	}
-	p = &pipeline.Pipeline{Name: pipelineName, Source: reader, Sink: sink, Logger: b.logger}
-	return p, func() { reader.Close(); applier.Close() }, nil
+	p, closeFn = assemble(reader, applier, probe, b.logger)
+	return p, closeFn, nil
 }
 
 // storedPosition reads the pipeline's position from the regiond target

@@ -200,16 +200,7 @@ func workloadUntil(ctx context.Context, stop <-chan struct{}, db *sql.DB, w, n i
 		}
 		rowOps.Add(int64(done + 1))
 		txns.Add(1)
-		live = append(live, inserted...)
-		if len(deleted) > 0 {
-			kept := live[:0]
-			for _, id := range live {
-				if !deleted[id] {
-					kept = append(kept, id)
-				}
-			}
-			live = kept
-		}
+		live = liveAfter(live, inserted, deleted)
 	}
 	return nil
 }
@@ -293,4 +284,20 @@ func assertAppliedOnce(t *testing.T, east, west *region, txns int64) {
 	if rows != txns || attempts != rows {
 		t.Fatalf("west: %d txlog rows and %d insert attempts, want %d of each (a transaction applied twice?)", rows, attempts, txns)
 	}
+}
+
+// liveAfter is the workload's list of existing keys after a committed
+// transaction inserted and deleted the given ones.
+func liveAfter(live, inserted []int64, deleted map[int64]bool) []int64 {
+	live = append(live, inserted...)
+	if len(deleted) == 0 {
+		return live
+	}
+	kept := live[:0]
+	for _, id := range live {
+		if !deleted[id] {
+			kept = append(kept, id)
+		}
+	}
+	return kept
 }

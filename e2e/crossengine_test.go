@@ -326,16 +326,7 @@ func mixedWorkload(ctx context.Context, r *region, w, n int, seed uint64, txns, 
 		}
 		txns.Add(1)
 		rowOps.Add(int64(done + 1))
-		live = append(live, inserted...)
-		if len(deleted) > 0 {
-			kept := live[:0]
-			for _, id := range live {
-				if !deleted[id] {
-					kept = append(kept, id)
-				}
-			}
-			live = kept
-		}
+		live = liveAfter(live, inserted, deleted)
 	}
 	return nil
 }
