@@ -99,9 +99,18 @@ func remoteChecks(rules *Rules, changes []source.Change) (tables []*source.Table
 // it before writing changes.
 func CheckRemote(ctx context.Context, rt RemoteTarget, rules *Rules, changes []source.Change) ([]Conflict, error) {
 	tables, checks := remoteChecks(rules, changes)
+	return checkRemote(ctx, rt, rules, tables, checks)
+}
+
+// checkRemote reads and compares the checks of tables, as CheckRemote
+// documents.
+func checkRemote(ctx context.Context, rt RemoteTarget, rules *Rules, tables []*source.Table, checks map[*source.Table][]remoteCheck) ([]Conflict, error) {
 	var out []Conflict
 	for _, t := range tables {
 		cs := checks[t]
+		if len(cs) == 0 {
+			continue
+		}
 		keys := make([]source.Row, len(cs))
 		for i, c := range cs {
 			keys[i] = c.key

@@ -244,28 +244,33 @@ func (w *writer) Commit(ctx context.Context, pos checkpoint.Position) error {
 // conflict rule as multi-row statements; steps of last_writer_wins tables
 // through a locking read, the rule's decisions and guarded writes. The
 // rows that apply_remote changes overwrite are read first (one locking
-// read per table) and compared with what the changes' sources saw.
+// read per table) and compared with what the changes' sources saw, except
+// the rows the log says are absent, which are written with plain INSERTs
+// and checked only when one fails (see writeAbsent).
 func (w *writer) Exec(ctx context.Context, changes []source.Change) error {
-	remote, err := batch.CheckRemote(ctx, w, w.a.cfg.Rules, changes)
+	rules := w.a.cfg.Rules
+	absence := batch.NewAbsence(rules, changes)
+	remote, err := absence.CheckRemote(ctx, w)
 	if err != nil {
 		return err
 	}
-	for _, st := range batch.Plan(w.a.cfg.Rules, changes) {
+	for _, st := range batch.Plan(rules, changes) {
 		if st.Segment == nil {
-			if _, err := batch.ApplyLWW(ctx, w, w.a.cfg.Rules, st); err != nil {
+			if _, err := batch.ApplyLWW(ctx, w, rules, st); err != nil {
 				return err
 			}
 			continue
 		}
 		seg := st.Segment
+		absent, check := absence.Next(seg)
 		if seg.Delete {
 			if err := w.writeRows(ctx, seg.Table, seg.Rows, modeDelete); err != nil {
 				return err
 			}
 			continue
 		}
-		rows, partial := splitUnchanged(seg.Rows)
-		// Keys in a segment are distinct: the order between the two kinds of
+		rows, partial, fresh, checks := splitRows(seg.Rows, absent, check)
+		// Keys in a segment are distinct: the order between the kinds of
 		// write does not matter.
 		if err := w.updatePartial(ctx, seg.Table, partial); err != nil {
 			return err
@@ -273,11 +278,100 @@ func (w *writer) Exec(ctx context.Context, changes []source.Change) error {
 		if err := w.writeRows(ctx, seg.Table, rows, modeUpsert); err != nil {
 			return err
 		}
+		cs, err := w.writeAbsent(ctx, seg.Table, fresh, checks)
+		if err != nil {
+			return err
+		}
+		remote = append(remote, cs...)
 	}
 	if len(remote) > 0 {
 		return w.Record(ctx, remote)
 	}
 	return nil
+}
+
+// splitRows separates a segment's rows into full rows to upsert, rows
+// holding source.Unchanged values (see updatePartial), and full rows the
+// log says are absent (absent[i], see batch.Absence) with their checks.
+func splitRows(rows []source.Row, absent []bool, check []*source.Change) (upsert, partial, fresh []source.Row, checks []*source.Change) {
+	if absent == nil {
+		upsert, partial = splitUnchanged(rows)
+		return upsert, partial, nil, nil
+	}
+	for i, r := range rows {
+		switch {
+		case batch.HasUnchanged(r):
+			partial = append(partial, r)
+		case absent[i]:
+			fresh = append(fresh, r)
+			checks = append(checks, check[i])
+		default:
+			upsert = append(upsert, r)
+		}
+	}
+	return upsert, partial, fresh, checks
+}
+
+// writeAbsent writes rows of t that the source's log says have no row in
+// the target (see batch.Absence) with plain multi-row INSERTs. A statement
+// that succeeds proves that none of its keys had a row: the locking read
+// and the comparison the upsert path would have made find nothing, so
+// none is made. A statement that fails on a duplicate key (1062) is
+// undone by the server alone (InnoDB rolls back the failed statement, not
+// the transaction), and its rows take the upsert path: one locking read,
+// batch.DecideRemote for the rows whose check is not nil, and the upsert.
+// That is what the upsert path does for them, so the conflicts it returns
+// are the same; they are recorded by the caller.
+func (w *writer) writeAbsent(ctx context.Context, t *source.Table, rows []source.Row, checks []*source.Change) ([]batch.Conflict, error) {
+	ts := w.a.sqls[t]
+	if ts == nil {
+		ts = newTableSQL(t)
+		w.a.sqls[t] = ts
+	}
+	var (
+		st  statement
+		out []batch.Conflict
+	)
+	for start := 0; start < len(rows); {
+		n := st.build(ts, t, rows[start:], modeInsert, w.a.cfg.StatementRows, w.a.cfg.StatementBytes)
+		part, partChecks := rows[start:start+n], checks[start:start+n]
+		start += n
+		_, err := w.tx.ExecContext(ctx, st.q.String(), st.args...)
+		if err == nil {
+			continue
+		}
+		if !mysqlconnDuplicate(err) {
+			return nil, err
+		}
+		cs, err := w.upsertChecked(ctx, t, part, partChecks)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, cs...)
+	}
+	return out, nil
+}
+
+// upsertChecked is the upsert path for rows whose plain INSERT met a
+// present key: it reads the rows under lock, decides the checked ones
+// against them, and upserts them all.
+func (w *writer) upsertChecked(ctx context.Context, t *source.Table, rows []source.Row, checks []*source.Change) ([]batch.Conflict, error) {
+	var out []batch.Conflict
+	if rules := w.a.cfg.Rules; rules != nil {
+		cur, norm, err := w.ReadRows(ctx, t, rows)
+		if err != nil {
+			return nil, err
+		}
+		for i, c := range checks {
+			if c == nil {
+				continue
+			}
+			if x, ok := batch.DecideRemote(rules, t, *c, cur[i], norm); ok {
+				out = append(out, x)
+			}
+		}
+	}
+	return out, w.writeRows(ctx, t, rows, modeUpsert)
 }
 
 // writeMode is the statement writeRows builds.
@@ -308,51 +402,63 @@ type execer interface {
 // execRows writes rows of t through ts as multi-row statements of at most
 // maxRows rows and about maxBytes bytes.
 func execRows(ctx context.Context, ex execer, ts *tableSQL, t *source.Table, rows []source.Row, mode writeMode, maxRows, maxBytes int) error {
-	var (
-		q    strings.Builder
-		args []any
-	)
+	var st statement
 	for start := 0; start < len(rows); {
-		q.Reset()
-		args = args[:0]
-		size, n := 0, 0
-		if mode == modeDelete {
-			q.WriteString(ts.deleteHead)
-		} else {
-			q.WriteString(ts.insertHead)
-		}
-		for i := start; i < len(rows) && n < maxRows && (n == 0 || size < maxBytes); i++ {
-			row := rows[i]
-			if n > 0 {
-				q.WriteByte(',')
-			}
-			if mode == modeDelete {
-				q.WriteString(ts.keyPH)
-				for _, k := range t.PK {
-					args = append(args, arg(row[k]))
-				}
-				size += 32
-			} else {
-				q.WriteString(ts.rowPH)
-				for _, v := range row {
-					args = append(args, arg(v))
-				}
-				size += rowSize(row)
-			}
-			n++
-		}
-		switch mode {
-		case modeDelete:
-			q.WriteByte(')')
-		case modeUpsert:
-			q.WriteString(ts.upsertTail)
-		}
-		if _, err := ex.ExecContext(ctx, q.String(), args...); err != nil {
+		n := st.build(ts, t, rows[start:], mode, maxRows, maxBytes)
+		if _, err := ex.ExecContext(ctx, st.q.String(), st.args...); err != nil {
 			return err
 		}
 		start += n
 	}
 	return nil
+}
+
+// statement is a multi-row statement being built; its buffers are reused.
+type statement struct {
+	q    strings.Builder
+	args []any
+}
+
+// build makes st the statement of mode for the first rows, at most maxRows
+// rows and about maxBytes bytes, and returns how many rows it holds.
+func (st *statement) build(ts *tableSQL, t *source.Table, rows []source.Row, mode writeMode, maxRows, maxBytes int) int {
+	q := &st.q
+	q.Reset()
+	clear(st.args)
+	st.args = st.args[:0]
+	size, n := 0, 0
+	if mode == modeDelete {
+		q.WriteString(ts.deleteHead)
+	} else {
+		q.WriteString(ts.insertHead)
+	}
+	for i := 0; i < len(rows) && n < maxRows && (n == 0 || size < maxBytes); i++ {
+		row := rows[i]
+		if n > 0 {
+			q.WriteByte(',')
+		}
+		if mode == modeDelete {
+			q.WriteString(ts.keyPH)
+			for _, k := range t.PK {
+				st.args = append(st.args, arg(row[k]))
+			}
+			size += 32
+		} else {
+			q.WriteString(ts.rowPH)
+			for _, v := range row {
+				st.args = append(st.args, arg(v))
+			}
+			size += rowSize(row)
+		}
+		n++
+	}
+	switch mode {
+	case modeDelete:
+		q.WriteByte(')')
+	case modeUpsert:
+		q.WriteString(ts.upsertTail)
+	}
+	return n
 }
 
 // splitUnchanged separates rows holding source.Unchanged (a Postgres source's
