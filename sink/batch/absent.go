@@ -21,44 +21,65 @@ import (
 // segment of Plan's steps, in order.
 type Absence struct {
 	rules *Rules
-	// first holds the keys whose first change in the batch is an insert,
-	// with that insert, by table; they are not read by CheckRemote.
-	first map[*source.Table]map[string]source.Change
-	// deleted holds the keys an earlier segment wrote: true when it
-	// deleted them.
-	deleted map[*source.Table]map[string]bool
-	// tables and checks are the other first changes, for CheckRemote.
+	// keys holds, by table, the index in states of each key's state.
+	keys   map[*source.Table]map[string]int32
+	states []keyState
+	// tables and checks are the first changes that are not inserts, for
+	// CheckRemote.
 	tables []*source.Table
 	checks map[*source.Table][]remoteCheck
 	kb     []byte
 }
 
+// keyState is what an Absence knows of one key.
+type keyState struct {
+	// insert is the key's first change in the batch when it is an insert
+	// (nil: it is not), until a segment writes the key.
+	insert *source.Change
+	// written: a segment wrote the key; deleted: the last one deleted it.
+	written, deleted bool
+}
+
 // NewAbsence prepares the Absence of changes. With nil rules (the
 // apply_remote check turned off) every table counts as apply_remote, and
-// nothing is checked.
+// nothing is checked. The first change of each key is picked as
+// CheckRemote picks it.
 func NewAbsence(rules *Rules, changes []source.Change) *Absence {
-	a := &Absence{rules: rules, first: map[*source.Table]map[string]source.Change{}, deleted: map[*source.Table]map[string]bool{}}
-	all := rules
-	if all == nil {
-		all = &Rules{}
+	a := &Absence{rules: rules, keys: map[*source.Table]map[string]int32{}}
+	if rules != nil && rules.Local {
+		return a
 	}
-	a.tables, a.checks = remoteChecks(all, changes)
-	for _, t := range a.tables {
-		rest := a.checks[t][:0]
-		for _, c := range a.checks[t] {
-			if c.change.Op != source.Insert {
-				rest = append(rest, c)
-				continue
-			}
-			m := a.first[t]
-			if m == nil {
-				m = map[string]source.Change{}
-				a.first[t] = m
-			}
-			a.kb = AppendKey(a.kb[:0], t, c.key)
-			m[string(a.kb)] = c.change
+	a.states = make([]keyState, 0, len(changes))
+	for i := range changes {
+		c := &changes[i]
+		if rules != nil && rules.rule(c.Table.Name).Name != "apply_remote" {
+			continue
 		}
-		a.checks[t] = rest
+		key := c.Before
+		if c.Op == source.Insert {
+			key = c.After
+		}
+		m := a.keys[c.Table]
+		if m == nil {
+			m = make(map[string]int32, len(changes)-i)
+			a.keys[c.Table] = m
+			a.tables = append(a.tables, c.Table)
+		}
+		a.kb = AppendKey(a.kb[:0], c.Table, key)
+		if _, ok := m[string(a.kb)]; ok {
+			continue
+		}
+		m[string(a.kb)] = int32(len(a.states))
+		var st keyState
+		if c.Op == source.Insert {
+			st.insert = c
+		} else {
+			if a.checks == nil {
+				a.checks = map[*source.Table][]remoteCheck{}
+			}
+			a.checks[c.Table] = append(a.checks[c.Table], remoteCheck{change: *c, key: key})
+		}
+		a.states = append(a.states, st)
 	}
 	return a
 }
@@ -84,29 +105,41 @@ func (a *Absence) Next(s *Segment) (absent []bool, check []*source.Change) {
 	if a.rules != nil && (a.rules.Local || a.rules.rule(s.Table.Name).Name != "apply_remote") {
 		return nil, nil
 	}
-	seen := a.deleted[s.Table]
-	if seen == nil {
-		seen = map[string]bool{}
-		a.deleted[s.Table] = seen
+	m := a.keys[s.Table]
+	if m == nil {
+		m = map[string]int32{}
+		a.keys[s.Table] = m
+	}
+	// state returns the key's state, adding one for a key no change keyed
+	// (the new key of an update that changes it).
+	state := func(row source.Row) *keyState {
+		a.kb = AppendKey(a.kb[:0], s.Table, row)
+		i, ok := m[string(a.kb)]
+		if !ok {
+			i = int32(len(a.states))
+			m[string(a.kb)] = i
+			a.states = append(a.states, keyState{})
+		}
+		return &a.states[i]
 	}
 	if s.Delete {
 		for _, r := range s.Rows {
-			a.kb = AppendKey(a.kb[:0], s.Table, r)
-			seen[string(a.kb)] = true
+			st := state(r)
+			st.insert, st.written, st.deleted = nil, true, true
 		}
 		return nil, nil
 	}
 	absent = make([]bool, len(s.Rows))
 	check = make([]*source.Change, len(s.Rows))
-	first := a.first[s.Table]
 	for i, r := range s.Rows {
-		a.kb = AppendKey(a.kb[:0], s.Table, r)
-		if del, ok := seen[string(a.kb)]; ok {
-			absent[i] = del
-		} else if c, ok := first[string(a.kb)]; ok {
-			absent[i], check[i] = true, &c
+		st := state(r)
+		switch {
+		case st.written:
+			absent[i] = st.deleted
+		case st.insert != nil:
+			absent[i], check[i] = true, st.insert
 		}
-		seen[string(a.kb)] = false
+		st.insert, st.written, st.deleted = nil, true, false
 	}
 	return absent, check
 }
