@@ -143,3 +143,53 @@ func (a *Absence) Next(s *Segment) (absent []bool, check []*source.Change) {
 	}
 	return absent, check
 }
+
+// ReadRemote is CheckRemote (the Absence's) in two halves: it reads and
+// locks the rows now, and returns decide, which compares them with the
+// changes and returns the conflicts. decide does no I/O and touches
+// nothing the writes do, so it may run while the changes are written:
+// apply_remote writes the changes whatever the comparison finds. A
+// RemoteFilter target is checked whole, as CheckRemote does.
+func (a *Absence) ReadRemote(ctx context.Context, rt RemoteTarget) (decide func() []Conflict, err error) {
+	if a.rules == nil || a.rules.Local {
+		return func() []Conflict { return nil }, nil
+	}
+	if _, ok := rt.(RemoteFilter); ok {
+		cs, err := a.CheckRemote(ctx, rt)
+		return func() []Conflict { return cs }, err
+	}
+	type read struct {
+		t    *source.Table
+		cs   []remoteCheck
+		rows []source.Row
+		norm func(int, any) any
+	}
+	var reads []read
+	for _, t := range a.tables {
+		cs := a.checks[t]
+		if len(cs) == 0 {
+			continue
+		}
+		keys := make([]source.Row, len(cs))
+		for i, c := range cs {
+			keys[i] = c.key
+		}
+		rows, norm, err := rt.ReadRows(ctx, t, keys)
+		if err != nil {
+			return nil, err
+		}
+		reads = append(reads, read{t, cs, rows, norm})
+	}
+	rules := a.rules
+	return func() []Conflict {
+		var out []Conflict
+		for _, r := range reads {
+			for i, c := range r.cs {
+				if x, ok := DecideRemote(rules, r.t, c.change, r.rows[i], r.norm); ok {
+					out = append(out, x)
+				}
+			}
+		}
+		return out
+	}, nil
+}
