@@ -85,24 +85,6 @@ func TestAbsence(t *testing.T) {
 		t.Errorf("keys read (-want +got):\n%s", diff)
 	}
 
-	// ReadRemote reads the same keys and decides as CheckRemote does.
-	missing := &keysTarget{missing: true}
-	want2, err := NewAbsence(rules, changes).CheckRemote(context.Background(), missing)
-	if err != nil {
-		t.Fatal(err)
-	}
-	decide, err := NewAbsence(rules, changes).ReadRemote(context.Background(), missing)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got2 := decide()
-	if len(want2) != 3 {
-		t.Fatalf("CheckRemote over missing rows found %d conflicts, want 3: the test is broken", len(want2))
-	}
-	if diff := cmp.Diff(want2, got2); diff != "" {
-		t.Errorf("ReadRemote's conflicts (-CheckRemote's +got):\n%s", diff)
-	}
-
 	// Without rules (the check off) nothing is read, and the rows are known
 	// absent all the same.
 	a = NewAbsence(nil, changes[:1])
@@ -115,18 +97,12 @@ func TestAbsence(t *testing.T) {
 }
 
 // keysTarget is a RemoteTarget that records the keys it is asked to read
-// and finds every row as the change's image expects it (missing: no row).
-type keysTarget struct {
-	keys    []string
-	missing bool
-}
+// and finds every row as the change's image expects it.
+type keysTarget struct{ keys []string }
 
 func (k *keysTarget) ReadRows(_ context.Context, t *source.Table, keys []source.Row) ([]source.Row, func(int, any) any, error) {
 	for _, r := range keys {
 		k.keys = append(k.keys, source.KeyJSON(t, r))
-	}
-	if k.missing {
-		return make([]source.Row, len(keys)), nil, nil
 	}
 	return keys, nil, nil
 }

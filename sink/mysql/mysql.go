@@ -250,22 +250,11 @@ func (w *writer) Commit(ctx context.Context, pos checkpoint.Position) error {
 func (w *writer) Exec(ctx context.Context, changes []source.Change) error {
 	rules := w.a.cfg.Rules
 	absence := batch.NewAbsence(rules, changes)
-	// The client's work overlaps the target's where nothing depends on it:
-	// the plan (pure) is made while the target runs the locking read, and
-	// the comparison of the rows read with the changes' images runs while
-	// the target writes them (apply_remote writes them whatever it finds;
-	// the records are written last). The channels are buffered, so an
-	// early return leaves no goroutine behind.
-	planned := make(chan []batch.Step, 1)
-	go func() { planned <- batch.Plan(rules, changes) }()
-	decide, err := absence.ReadRemote(ctx, w)
+	remote, err := absence.CheckRemote(ctx, w)
 	if err != nil {
 		return err
 	}
-	decided := make(chan []batch.Conflict, 1)
-	go func() { decided <- decide() }()
-	var remote []batch.Conflict
-	for _, st := range <-planned {
+	for _, st := range batch.Plan(rules, changes) {
 		if st.Segment == nil {
 			if _, err := batch.ApplyLWW(ctx, w, rules, st); err != nil {
 				return err
@@ -295,8 +284,6 @@ func (w *writer) Exec(ctx context.Context, changes []source.Change) error {
 		}
 		remote = append(remote, cs...)
 	}
-	// The conflicts of the locking read first, as CheckRemote returned them.
-	remote = append(<-decided, remote...)
 	if len(remote) > 0 {
 		return w.Record(ctx, remote)
 	}
