@@ -321,7 +321,11 @@ func splitRows(rows []source.Row, absent []bool, check []*source.Change) (upsert
 // the transaction), and its rows take the upsert path: one locking read,
 // batch.DecideRemote for the rows whose check is not nil, and the upsert.
 // That is what the upsert path does for them, so the conflicts it returns
-// are the same; they are recorded by the caller.
+// are the same; they are recorded by the caller. (A duplicate on another
+// unique key takes the same way, and the upsert does what it always did.)
+// The one difference is when a first insert's key is looked at: at its
+// write rather than before the batch's first write; only a target-side
+// cascade of an earlier statement in the batch could tell them apart.
 func (w *writer) writeAbsent(ctx context.Context, t *source.Table, rows []source.Row, checks []*source.Change) ([]batch.Conflict, error) {
 	ts := w.a.sqls[t]
 	if ts == nil {
