@@ -219,6 +219,7 @@ type plan struct {
 	upsert string // INSERT ... SELECT ... FROM unnest(...) ON CONFLICT ...
 	insert string // the same without ON CONFLICT: a present key is an error
 	delete string // DELETE ... WHERE (key) IN (SELECT ... FROM unnest(...))
+	copy   string // COPY ... (written columns) FROM STDIN, text format (copy.go)
 	// updates holds, per set of unchanged columns, the UPDATE that leaves
 	// them alone; keyed by the unchanged source column numbers.
 	updates map[string]*update
@@ -296,6 +297,7 @@ func newPlan(region string, st *source.Table, t *pgTable) (*plan, error) {
 	p.insert = "INSERT INTO " + t.ident + " (" + ins.String() + ") OVERRIDING SYSTEM VALUE SELECT " + sel.String() +
 		" FROM unnest(" + args.String() + ") AS u(" + alias.String() + ")"
 	p.upsert = p.insert + " ON CONFLICT (" + p.keyList("") + ")" + conflict
+	p.copy = "COPY " + t.ident + " (" + ins.String() + ") FROM STDIN"
 
 	var ksel, kargs, kalias strings.Builder
 	for n, i := range p.key {
