@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"strconv"
 
@@ -42,22 +43,29 @@ import (
 // the server while it is open has to consult pg_subtrans.
 const copySavepoints = 32
 
-// fastRows are the rows of one upsert segment that the log says are
-// absent: rows to COPY, and for each the change whose check the fallback
-// must run (nil: none).
+// fastRows are the rows of one upsert segment that take a fast path:
+// absent rows (COPY) and present rows (UPDATE), each with the change whose
+// check their fallback runs (a zero Change: none).
 type fastRows struct {
-	rows   []source.Row
-	checks []source.Change
-	rest   []source.Row // the segment's other rows, written as before
+	absent, present             []source.Row
+	absentChecks, presentChecks []source.Change
+	rest                        []source.Row // the segment's other rows, written as before
 }
 
 // keyState is what planCopies knows of one key of the changes.
 type keyState struct {
-	first source.Change // the first change touching the key, if an insert
-	isIns bool          // first is set
+	first source.Change // the first change touching the key
+	how   uint8         // how it touched it (touch*)
 	seen  uint8         // 0, or the kind of the last segment that wrote it
-	skip  bool          // written by COPY: left out of Exec's up-front check
+	skip  bool          // written by a fast path: left out of Exec's up-front check
 }
+
+// How a key's first change touched it.
+const (
+	touchOther  = iota
+	touchInsert // an insert of the key
+	touchUpdate // an update that keeps the key, its before image key only
+)
 
 // Kinds of keyState.seen.
 const (
@@ -87,20 +95,23 @@ func (m keyStates) add(t *source.Table, k []byte) (*keyState, bool) {
 }
 
 // planCopies picks, per upsert segment of steps (by step index), the rows
-// that are written by COPY, and returns the states of the keys: those whose
+// written by a fast path, and returns the states of the keys: those whose
 // first change is among them are marked skip, and Exec leaves them out of
-// its up-front check. It plans at most max COPYs, each of at least minRows
-// rows.
+// its up-front check. Absent rows go by COPY (at most max COPYs, each of
+// at least minRows rows); present rows, whose key's first change is an
+// update that keeps the key and whose before image carries only the key
+// (so that the check can only find the row missing), go by an UPDATE that
+// says which rows it found (at least minRows rows).
 func planCopies(rules *batch.Rules, changes []source.Change, steps []batch.Step, minRows, max int) (map[int]*fastRows, keyStates) {
-	if max <= 0 || rules != nil && rules.Local {
+	if rules != nil && rules.Local {
 		return nil, nil
 	}
 	var kb []byte
 	keys := keyStates{}
-	touch := func(c source.Change, row source.Row, insert bool) {
+	touch := func(c source.Change, row source.Row, how uint8) {
 		kb = batch.AppendKey(kb[:0], c.Table, row)
-		if s, isNew := keys.add(c.Table, kb); isNew && insert {
-			s.first, s.isIns = c, true
+		if s, isNew := keys.add(c.Table, kb); isNew {
+			s.first, s.how = c, how
 		}
 	}
 	for _, c := range changes {
@@ -109,17 +120,26 @@ func planCopies(rules *batch.Rules, changes []source.Change, steps []batch.Step,
 		}
 		switch c.Op {
 		case source.Insert:
-			touch(c, c.After, true)
+			touch(c, c.After, touchInsert)
 		case source.Delete:
-			touch(c, c.Before, false)
+			touch(c, c.Before, touchOther)
 		case source.Update:
-			touch(c, c.Before, false)
-			touch(c, c.After, false)
+			if batch.SameKey(c.Table, c.Before, c.After) {
+				how := uint8(touchOther)
+				if c.Table.KeyOnlyBefore {
+					how = touchUpdate
+				}
+				touch(c, c.Before, how)
+				continue
+			}
+			touch(c, c.Before, touchOther)
+			touch(c, c.After, touchOther)
 		}
 	}
 	var (
-		out    map[int]*fastRows
-		states []*keyState
+		out             map[int]*fastRows
+		absent, present []*keyState
+		copies          int
 	)
 	for i, st := range steps {
 		seg := st.Segment
@@ -127,7 +147,7 @@ func planCopies(rules *batch.Rules, changes []source.Change, steps []batch.Step,
 			continue
 		}
 		f := &fastRows{}
-		states = states[:0]
+		absent, present = absent[:0], present[:0]
 		for _, row := range seg.Rows {
 			kb = batch.AppendKey(kb[:0], seg.Table, row)
 			s := keys.get(seg.Table, kb)
@@ -145,23 +165,42 @@ func planCopies(rules *batch.Rules, changes []source.Change, steps []batch.Step,
 			switch {
 			case batch.HasUnchanged(row):
 			case before == segGone:
-				f.rows, f.checks = append(f.rows, row), append(f.checks, source.Change{})
+				f.absent, f.absentChecks = append(f.absent, row), append(f.absentChecks, source.Change{})
 				continue
-			case before == 0 && s.isIns:
-				f.rows, f.checks = append(f.rows, row), append(f.checks, s.first)
-				states = append(states, s)
+			case before == 0 && s.how == touchInsert:
+				f.absent, f.absentChecks = append(f.absent, row), append(f.absentChecks, s.first)
+				absent = append(absent, s)
+				continue
+			case before == 0 && s.how == touchUpdate:
+				f.present, f.presentChecks = append(f.present, row), append(f.presentChecks, s.first)
+				present = append(present, s)
 				continue
 			}
 			f.rest = append(f.rest, row)
 		}
-		if seg.Delete || len(f.rows) < minRows || len(out) >= max {
+		if seg.Delete {
 			continue
+		}
+		if len(f.absent) < minRows || copies >= max {
+			f.rest, f.absent, f.absentChecks, absent = append(f.rest, f.absent...), nil, nil, nil
+		}
+		if len(f.present) < minRows {
+			f.rest, f.present, f.presentChecks, present = append(f.rest, f.present...), nil, nil, nil
+		}
+		if len(f.absent) == 0 && len(f.present) == 0 {
+			continue
+		}
+		if len(f.absent) > 0 {
+			copies++
 		}
 		if out == nil {
 			out = map[int]*fastRows{}
 		}
 		out[i] = f
-		for _, s := range states {
+		for _, s := range absent {
+			s.skip = true
+		}
+		for _, s := range present {
 			s.skip = true
 		}
 	}
@@ -198,49 +237,80 @@ func withoutKeys(changes []source.Change, keys keyStates) []source.Change {
 	return out
 }
 
-// copyRows writes f's rows by COPY inside a savepoint, after sending what
-// b holds; on a unique violation it rolls the savepoint back and writes
-// them as Exec writes any row, after checking their keys' first changes
-// (see the comment at the top). It returns the batch to queue the next
-// statements in.
-func (t *target) copyRows(ctx context.Context, b *pgx.Batch, p *plan, f *fastRows) (*pgx.Batch, error) {
-	b.Queue("SAVEPOINT regiond_copy")
-	if err := t.send(ctx, b); err != nil {
-		return nil, err
-	}
-	t.copies++
-	t.copyBuf.Reset()
-	for _, row := range f.rows {
-		t.copyBuf.B = appendCopyRow(t.copyBuf.B, p, row)
-	}
-	_, err := t.conn.PgConn().CopyFrom(ctx, &t.copyBuf, p.copy)
-	t.a.copies.Add(1)
-	b = &pgx.Batch{}
-	if err == nil {
-		b.Queue("RELEASE SAVEPOINT regiond_copy")
-		return b, nil
-	}
-	if pgCode(err) != "23505" {
-		return nil, err
-	}
-	// A row of one of the keys is there (a replay of what is applied
-	// already, a row the target region wrote, a local insert that raced
-	// the batch): the ordinary path.
-	t.a.copyFallbacks.Add(1)
-	t.a.logger.Debug("COPY met a present row; its rows take the checked upsert", "table", p.table.name, "rows", len(f.rows), "error", err)
-	// Right away: the server parses nothing else in the aborted
-	// subtransaction (the batches below prepare their statements).
-	if _, err := t.conn.PgConn().Exec(ctx, "ROLLBACK TO SAVEPOINT regiond_copy; RELEASE SAVEPOINT regiond_copy").ReadAll(); err != nil {
-		return nil, err
-	}
-	t.pending = b
-	var checks []source.Change
-	for _, c := range f.checks {
-		if c.Table != nil {
-			checks = append(checks, c)
+// writeFast writes f's rows, after sending what b holds, and returns the
+// batch to queue the next statements in. Absent rows go by COPY inside a
+// savepoint; on a unique violation it is rolled back and they take the
+// ordinary path (see the comment at the top). Present rows go by an UPDATE;
+// the rows it did not find take the ordinary path, which finds them
+// missing, records that (an update or delete that finds no row is an
+// apply_remote conflict) and inserts them.
+func (t *target) writeFast(ctx context.Context, b *pgx.Batch, p *plan, f *fastRows) (*pgx.Batch, error) {
+	var (
+		fallback []source.Row
+		checks   []source.Change
+		found    []bool
+	)
+	switch {
+	case len(f.present) == 0:
+	case p.present == "":
+		// The table's key is not written, or only the key: no UPDATE.
+		fallback, checks = append(fallback, f.present...), append(checks, f.presentChecks...)
+	default:
+		found = make([]bool, len(f.present))
+		for start := 0; start < len(f.present); start += t.a.cfg.StatementRows {
+			chunk := f.present[start:min(start+t.a.cfg.StatementRows, len(f.present))]
+			b.Queue(p.present, columnArrays(p, p.written, chunk)...).Query(func(rows pgx.Rows) error {
+				for rows.Next() {
+					var n int64
+					if err := rows.Scan(&n); err != nil {
+						return err
+					}
+					if n < 1 || int(n) > len(chunk) {
+						return fmt.Errorf("region %s: update of table %s: bad ordinal %d", t.a.cfg.Target, p.table.name, n)
+					}
+					found[start+int(n)-1] = true
+				}
+				return rows.Err()
+			})
+		}
+		if len(f.absent) == 0 {
+			// Otherwise sent with the COPY's savepoint.
+			if err := t.send(ctx, b); err != nil {
+				return nil, err
+			}
+			b = &pgx.Batch{}
 		}
 	}
-	remote, err := batch.CheckRemote(ctx, t, t.a.cfg.Rules, checks)
+	if len(f.absent) > 0 {
+		var (
+			ok  bool
+			err error
+		)
+		if b, ok, err = t.copyRows(ctx, b, p, f.absent); err != nil {
+			return nil, err
+		}
+		if !ok {
+			fallback, checks = append(fallback, f.absent...), append(checks, f.absentChecks...)
+		}
+	}
+	for i, ok := range found {
+		if !ok {
+			fallback, checks = append(fallback, f.present[i]), append(checks, f.presentChecks[i])
+		}
+	}
+	if len(fallback) == 0 {
+		return b, nil
+	}
+	// The ordinary path: the check of each key's first change, then the
+	// upsert.
+	var first []source.Change
+	for _, c := range checks {
+		if c.Table != nil {
+			first = append(first, c)
+		}
+	}
+	t.pending = b
+	remote, err := batch.CheckRemote(ctx, t, t.a.cfg.Rules, first)
 	if err != nil {
 		return nil, err
 	}
@@ -248,8 +318,43 @@ func (t *target) copyRows(ctx context.Context, b *pgx.Batch, p *plan, f *fastRow
 		return nil, err
 	}
 	b = t.take()
-	t.queueRows(b, p.upsert, p, p.written, f.rows)
+	t.queueRows(b, p.upsert, p, p.written, fallback)
 	return b, nil
+}
+
+// copyRows writes rows by COPY inside a savepoint, after sending what b
+// holds. ok false: the COPY met a present row and was rolled back.
+func (t *target) copyRows(ctx context.Context, b *pgx.Batch, p *plan, rows []source.Row) (next *pgx.Batch, ok bool, err error) {
+	b.Queue("SAVEPOINT regiond_copy")
+	if err := t.send(ctx, b); err != nil {
+		return nil, false, err
+	}
+	t.copies++
+	t.copyBuf.Reset()
+	for _, row := range rows {
+		t.copyBuf.B = appendCopyRow(t.copyBuf.B, p, row)
+	}
+	_, err = t.conn.PgConn().CopyFrom(ctx, &t.copyBuf, p.copy)
+	t.a.copies.Add(1)
+	b = &pgx.Batch{}
+	if err == nil {
+		b.Queue("RELEASE SAVEPOINT regiond_copy")
+		return b, true, nil
+	}
+	if pgCode(err) != "23505" {
+		return nil, false, err
+	}
+	// A row of one of the keys is there (a replay of what is applied
+	// already, a row the target region wrote, a local insert that raced
+	// the batch).
+	t.a.copyFallbacks.Add(1)
+	t.a.logger.Debug("COPY met a present row; its rows take the checked upsert", "table", p.table.name, "rows", len(rows), "error", err)
+	// Right away: the server parses nothing else in the aborted
+	// subtransaction (the batches below prepare their statements).
+	if _, err := t.conn.PgConn().Exec(ctx, "ROLLBACK TO SAVEPOINT regiond_copy; RELEASE SAVEPOINT regiond_copy").ReadAll(); err != nil {
+		return nil, false, err
+	}
+	return b, false, nil
 }
 
 // copyBuffer is the COPY data of one statement, read by CopyFrom.

@@ -13,71 +13,100 @@ import (
 )
 
 // TestPlanCopies: only rows whose key the changes show absent are COPYed
-// (first change an insert, or previous change a delete), and only the keys
-// whose first change is a COPYed insert leave the up-front check.
+// (first change an insert, or previous change a delete), only rows whose
+// key's first change is an update with a key-only before image are
+// UPDATEd, and only the keys whose first change is among them leave the
+// up-front check.
 func TestPlanCopies(t *testing.T) {
 	r := func(id int64, s string) source.Row { return typesRow(id, map[string]any{"s": s}) }
+	keyOnly := &source.Table{Name: "k", Columns: typesTable.Columns, PK: typesTable.PK, KeyOnlyBefore: true}
 	changes := []source.Change{
 		ins(typesTable, r(1, "a")),            // first change an insert: COPY, checked on fallback
-		upd(typesTable, r(2, "a"), r(2, "b")), // an update: upsert
+		upd(typesTable, r(2, "a"), r(2, "b")), // an update with a whole before image: upsert
 		ins(typesTable, r(3, "a")),
 		upd(typesTable, r(3, "a"), r(3, "b")), // collapsed with the insert: COPY of r(3, "b")
-		del(typesTable, r(4, "a")),            // segment 2 (delete)
-		ins(typesTable, r(4, "b")),            // segment 3: after a delete: COPY, no check
+		del(typesTable, r(4, "a")),            // step 1 (delete)
+		ins(typesTable, r(4, "b")),            // step 2: after a delete: COPY, no check
 		ins(typesTable, r(5, "a")),            // first change an insert
 		upd(typesTable, r(2, "b"), r(2, "c")), // written before: upsert
-		upd(typesTable, r(6, "a"), r(7, "a")), // segment 4 deletes 6, segment 5 upserts 7 (first change an update)
+		upd(typesTable, r(6, "a"), r(7, "a")), // step 3 deletes 6, step 4 upserts 7 (first change an update)
+		upd(keyOnly, r(20, ""), r(20, "b")),   // step 5: key-only before image: UPDATE, checked on fallback
+		ins(keyOnly, r(21, "a")),
 	}
 	steps := batch.Plan(nil, changes)
-	fast, keys := planCopies(nil, changes, steps, 1, 10)
-	var got []string
-	for i, st := range steps {
-		f := fast[i]
-		if f == nil {
-			got = append(got, fmt.Sprintf("step %d: none", i))
-			continue
-		}
-		var copied, checked, rest []string
-		for n, row := range f.rows {
-			copied = append(copied, fmt.Sprintf("%d=%s", row[0], row[7]))
-			if f.checks[n].Table != nil {
-				checked = append(checked, fmt.Sprint(f.checks[n].After[0]))
+	describe := func(fast map[int]*fastRows) []string {
+		var out []string
+		for i, st := range steps {
+			f := fast[i]
+			if f == nil {
+				out = append(out, fmt.Sprintf("step %d: none", i))
+				continue
 			}
+			list := func(rows []source.Row, checks []source.Change) string {
+				var rs, cs []string
+				for n, row := range rows {
+					rs = append(rs, fmt.Sprintf("%d=%s", row[0], row[7]))
+					if c := checks[n]; c.Table != nil {
+						key := c.Before
+						if c.Op == source.Insert {
+							key = c.After
+						}
+						cs = append(cs, fmt.Sprint(key[0]))
+					}
+				}
+				return fmt.Sprintf("%v check %v", rs, cs)
+			}
+			var rest []string
+			for _, row := range f.rest {
+				rest = append(rest, fmt.Sprint(row[0]))
+			}
+			out = append(out, fmt.Sprintf("step %d (delete %v): copy %s, update %s, rest %v", i, st.Segment.Delete,
+				list(f.absent, f.absentChecks), list(f.present, f.presentChecks), rest))
 		}
-		for _, row := range f.rest {
-			rest = append(rest, fmt.Sprint(row[0]))
-		}
-		got = append(got, fmt.Sprintf("step %d (delete %v): copy %v, check %v, rest %v", i, st.Segment.Delete, copied, checked, rest))
+		return out
 	}
+	fast, keys := planCopies(nil, changes, steps, 1, 10)
 	want := []string{
-		"step 0 (delete false): copy [1=a 3=b], check [1 3], rest [2]",
+		"step 0 (delete false): copy [1=a 3=b] check [1 3], update [] check [], rest [2]",
 		"step 1: none",
-		"step 2 (delete false): copy [4=b 5=a], check [5], rest [2]",
+		"step 2 (delete false): copy [4=b 5=a] check [5], update [] check [], rest [2]",
 		"step 3: none",
 		"step 4: none",
+		"step 5 (delete false): copy [21=a] check [21], update [20=b] check [20], rest []",
 	}
-	if diff := cmp.Diff(want, got); diff != "" {
-		t.Errorf("planned copies (-want +got):\n%s", diff)
+	if diff := cmp.Diff(want, describe(fast)); diff != "" {
+		t.Errorf("planned fast paths (-want +got):\n%s", diff)
 	}
-	var left []string
-	for _, c := range withoutKeys(changes, keys) {
-		key := c.Before
-		if c.Op == source.Insert {
-			key = c.After
+	left := func(keys keyStates) []string {
+		var out []string
+		for _, c := range withoutKeys(changes, keys) {
+			key := c.Before
+			if c.Op == source.Insert {
+				key = c.After
+			}
+			out = append(out, fmt.Sprintf("%s %s %v", c.Op, c.Table.Name, key[0]))
 		}
-		left = append(left, fmt.Sprintf("%s %v", c.Op, key[0]))
+		return out
 	}
-	wantLeft := []string{"update 2", "delete 4", "insert 4", "update 2", "update 6"}
-	if diff := cmp.Diff(wantLeft, left); diff != "" {
+	wantLeft := []string{"update types 2", "delete types 4", "insert types 4", "update types 2", "update types 6"}
+	if diff := cmp.Diff(wantLeft, left(keys)); diff != "" {
 		t.Errorf("changes left for the up-front check (-want +got):\n%s", diff)
 	}
 
-	// Below minRows, or past max, nothing is COPYed and everything is checked.
-	for _, c := range []struct{ min, max int }{{3, 10}, {1, 0}} {
-		fast, keys := planCopies(nil, changes, steps, c.min, c.max)
-		if len(fast) != 0 || len(withoutKeys(changes, keys)) != len(changes) {
-			t.Errorf("min %d, max %d: planned %d copies, kept %d of %d changes", c.min, c.max, len(fast), len(withoutKeys(changes, keys)), len(changes))
-		}
+	// Below minRows nothing takes a fast path and everything is checked.
+	fast, keys = planCopies(nil, changes, steps, 3, 10)
+	if len(fast) != 0 || len(withoutKeys(changes, keys)) != len(changes) {
+		t.Errorf("minRows 3: planned %v, kept %d of %d changes", describe(fast), len(withoutKeys(changes, keys)), len(changes))
+	}
+	// No COPY left in the transaction: only the UPDATE.
+	fast, keys = planCopies(nil, changes, steps, 1, 0)
+	want = []string{"step 0: none", "step 1: none", "step 2: none", "step 3: none", "step 4: none",
+		"step 5 (delete false): copy [] check [], update [20=b] check [20], rest [21]"}
+	if diff := cmp.Diff(want, describe(fast)); diff != "" {
+		t.Errorf("max 0: planned fast paths (-want +got):\n%s", diff)
+	}
+	if got := left(keys); len(got) != len(changes)-1 {
+		t.Errorf("max 0: changes left for the up-front check: %v, want all but the UPDATEd one", got)
 	}
 }
 
@@ -90,7 +119,7 @@ func TestPlanCopies(t *testing.T) {
 func TestInsertFastPathMeetsRow(t *testing.T) {
 	e := newEnv(t)
 	rules := &batch.Rules{Pipeline: pipelineName, Origin: "east", Target: "west"}
-	a := e.applier(t, Config{Rules: rules, CopyRows: 1, LockTimeout: 5 * time.Second})
+	a := e.applier(t, Config{Rules: rules, FastRows: 1, LockTimeout: 5 * time.Second})
 	// What the target region wrote itself.
 	e.exec(t, `INSERT INTO types (id, s) VALUES (2, 'west'), (4, 'same')`)
 
@@ -150,5 +179,52 @@ func TestInsertFastPathMeetsRow(t *testing.T) {
 	var n int
 	if err := e.conn.QueryRow(t.Context(), `SELECT count(*) FROM types WHERE id IN (5, 6)`).Scan(&n); err != nil || n != 2 {
 		t.Errorf("new keys: %d rows (%v), want 2", n, err)
+	}
+}
+
+// TestUpdateFastPathMissingRow: updates whose before images carry only the
+// key go by an UPDATE without the locking read; the one whose row is
+// missing in the target is recorded as a conflict and inserted, the others
+// are updated and not recorded.
+func TestUpdateFastPathMissingRow(t *testing.T) {
+	e := newEnv(t)
+	rules := &batch.Rules{Pipeline: pipelineName, Origin: "east", Target: "west"}
+	a := e.applier(t, Config{Rules: rules, FastRows: 1, LockTimeout: 5 * time.Second})
+	e.exec(t, `INSERT INTO types (id, s) VALUES (1, 'old'), (3, 'old')`)
+	keyOnly := &source.Table{Name: typesTable.Name, Columns: typesTable.Columns, PK: typesTable.PK, KeyOnlyBefore: true}
+	key := func(id int64) source.Row { return typesRow(id, nil) }
+	t1 := txn(100,
+		upd(keyOnly, key(1), typesRow(1, map[string]any{"s": "new"})),
+		upd(keyOnly, key(2), typesRow(2, map[string]any{"s": "new"})), // missing
+		upd(keyOnly, key(3), typesRow(3, map[string]any{"s": "new", "i": int64(7)})),
+		upd(keyOnly, key(1), typesRow(1, map[string]any{"s": "newer"})),
+	)
+	for i := range t1.Changes {
+		t1.Changes[i].TxnID = "t1"
+	}
+	mustApply(t, a, t1)
+	wantRows(t, e.dump(t, "types"), []string{
+		`1|\N|\N|\N|\N|\N|\N|newer|\N|\N|\N|\N|\N|\N|\N|\N|\N`,
+		`2|\N|\N|\N|\N|\N|\N|new|\N|\N|\N|\N|\N|\N|\N|\N|\N`,
+		`3|7|\N|\N|\N|\N|\N|new|\N|\N|\N|\N|\N|\N|\N|\N|\N`,
+	})
+	var got []string
+	rows, err := e.conn.Query(t.Context(), `SELECT pk, source_position, reason FROM regiond_conflicts ORDER BY id`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var pk, pos, reason string
+		if err := rows.Scan(&pk, &pos, &reason); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, pk+" "+pos+": "+reason)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"[2] t1: update from east found no row in west"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("conflicts (-want +got):\n%s", diff)
 	}
 }

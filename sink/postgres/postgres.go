@@ -48,11 +48,11 @@ type Config struct {
 	BatchChanges int
 	// StatementRows bounds the rows of one statement (default 4096).
 	StatementRows int
-	// CopyRows is the fewest rows of a segment that the insert fast path
-	// (copy.go) writes by COPY (default 32; below it the round trip of
-	// its own costs more than COPY saves). A negative value turns the fast
-	// path off.
-	CopyRows int
+	// FastRows is the fewest rows of a segment that a fast path (copy.go:
+	// COPY of inserts, UPDATE of updates, without the apply_remote check's
+	// locking read) takes (default 32; below it the round trip of its own
+	// costs more than it saves). A negative value turns them off.
+	FastRows int
 	// LockRetries is how many times a batch that hit a deadlock, lock
 	// timeout or serialization failure is retried in place (default 20).
 	LockRetries int
@@ -99,8 +99,8 @@ func New(cfg Config, logger *slog.Logger) (*Applier, error) {
 	if cfg.LockRetries <= 0 {
 		cfg.LockRetries = 20
 	}
-	if cfg.CopyRows == 0 {
-		cfg.CopyRows = 32
+	if cfg.FastRows == 0 {
+		cfg.FastRows = 32
 	}
 	if cfg.LockTimeout <= 0 {
 		cfg.LockTimeout = 10 * time.Second
@@ -455,8 +455,8 @@ func (t *target) Exec(ctx context.Context, changes []source.Change) error {
 		fast map[int]*fastRows
 		keys keyStates
 	)
-	if t.a.cfg.CopyRows > 0 {
-		fast, keys = planCopies(rules, changes, steps, t.a.cfg.CopyRows, copySavepoints-t.copies)
+	if t.a.cfg.FastRows > 0 {
+		fast, keys = planCopies(rules, changes, steps, t.a.cfg.FastRows, copySavepoints-t.copies)
 	}
 	checked := changes
 	if fast != nil {
@@ -487,7 +487,7 @@ func (t *target) Exec(ctx context.Context, changes []source.Change) error {
 		}
 		rows := seg.Rows
 		if f := fast[i]; f != nil {
-			if b, err = t.copyRows(ctx, b, p, f); err != nil {
+			if b, err = t.writeFast(ctx, b, p, f); err != nil {
 				return err
 			}
 			rows = f.rest
