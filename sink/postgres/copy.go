@@ -54,10 +54,10 @@ type fastRows struct {
 
 // keyState is what planCopies knows of one key of the changes.
 type keyState struct {
-	first source.Change // the first change touching the key
-	how   uint8         // how it touched it (touch*)
-	seen  uint8         // 0, or the kind of the last segment that wrote it
-	skip  bool          // written by a fast path: left out of Exec's up-front check
+	first int32 // the index of the first change touching the key
+	how   uint8 // how it touched it (touch*)
+	seen  uint8 // 0, or the kind of the last segment that wrote it
+	skip  bool  // written by a fast path: left out of Exec's up-front check
 }
 
 // How a key's first change touched it.
@@ -74,24 +74,37 @@ const (
 )
 
 // keyStates indexes keyState by table and key bytes (batch.AppendKey).
-type keyStates map[*source.Table]map[string]*keyState
-
-func (m keyStates) get(t *source.Table, k []byte) *keyState {
-	return m[t][string(k)]
+type keyStates struct {
+	idx   map[*source.Table]map[string]int32
+	state []keyState
+	size  int // the expected number of keys
 }
 
-func (m keyStates) add(t *source.Table, k []byte) (*keyState, bool) {
-	byKey := m[t]
+func (m *keyStates) get(t *source.Table, k []byte) *keyState {
+	if m == nil {
+		return nil
+	}
+	i, ok := m.idx[t][string(k)]
+	if !ok {
+		return nil
+	}
+	return &m.state[i]
+}
+
+// add returns the state of a key, and whether it is new. The pointer is
+// valid until the next add.
+func (m *keyStates) add(t *source.Table, k []byte) (*keyState, bool) {
+	byKey := m.idx[t]
 	if byKey == nil {
-		byKey = map[string]*keyState{}
-		m[t] = byKey
+		byKey = make(map[string]int32, m.size)
+		m.idx[t] = byKey
 	}
-	if s := byKey[string(k)]; s != nil {
-		return s, false
+	if i, ok := byKey[string(k)]; ok {
+		return &m.state[i], false
 	}
-	s := &keyState{}
-	byKey[string(k)] = s
-	return s, true
+	byKey[string(k)] = int32(len(m.state))
+	m.state = append(m.state, keyState{})
+	return &m.state[len(m.state)-1], true
 }
 
 // planCopies picks, per upsert segment of steps (by step index), the rows
@@ -102,19 +115,21 @@ func (m keyStates) add(t *source.Table, k []byte) (*keyState, bool) {
 // update that keeps the key and whose before image carries only the key
 // (so that the check can only find the row missing), go by an UPDATE that
 // says which rows it found (at least minRows rows).
-func planCopies(rules *batch.Rules, changes []source.Change, steps []batch.Step, minRows, max int) (map[int]*fastRows, keyStates) {
+func planCopies(rules *batch.Rules, changes []source.Change, steps []batch.Step, minRows, max int) (map[int]*fastRows, *keyStates) {
 	if rules != nil && rules.Local {
 		return nil, nil
 	}
 	var kb []byte
-	keys := keyStates{}
+	keys := &keyStates{idx: map[*source.Table]map[string]int32{}, state: make([]keyState, 0, len(changes)), size: len(changes)}
+	n := 0
 	touch := func(c source.Change, row source.Row, how uint8) {
 		kb = batch.AppendKey(kb[:0], c.Table, row)
 		if s, isNew := keys.add(c.Table, kb); isNew {
-			s.first, s.how = c, how
+			s.first, s.how = int32(n), how
 		}
 	}
-	for _, c := range changes {
+	for i, c := range changes {
+		n = i
 		if rules.LWW(c.Table.Name) {
 			continue
 		}
@@ -168,11 +183,11 @@ func planCopies(rules *batch.Rules, changes []source.Change, steps []batch.Step,
 				f.absent, f.absentChecks = append(f.absent, row), append(f.absentChecks, source.Change{})
 				continue
 			case before == 0 && s.how == touchInsert:
-				f.absent, f.absentChecks = append(f.absent, row), append(f.absentChecks, s.first)
+				f.absent, f.absentChecks = append(f.absent, row), append(f.absentChecks, changes[s.first])
 				absent = append(absent, s)
 				continue
 			case before == 0 && s.how == touchUpdate:
-				f.present, f.presentChecks = append(f.present, row), append(f.presentChecks, s.first)
+				f.present, f.presentChecks = append(f.present, row), append(f.presentChecks, changes[s.first])
 				present = append(present, s)
 				continue
 			}
@@ -210,7 +225,7 @@ func planCopies(rules *batch.Rules, changes []source.Change, steps []batch.Step,
 // withoutKeys returns changes without those whose key (as batch.CheckRemote
 // picks it: the after image of an insert, the before image otherwise) is
 // marked skip in keys.
-func withoutKeys(changes []source.Change, keys keyStates) []source.Change {
+func withoutKeys(changes []source.Change, keys *keyStates) []source.Change {
 	var (
 		out []source.Change
 		kb  []byte

@@ -77,7 +77,7 @@ func TestPlanCopies(t *testing.T) {
 	if diff := cmp.Diff(want, describe(fast)); diff != "" {
 		t.Errorf("planned fast paths (-want +got):\n%s", diff)
 	}
-	left := func(keys keyStates) []string {
+	left := func(keys *keyStates) []string {
 		var out []string
 		for _, c := range withoutKeys(changes, keys) {
 			key := c.Before

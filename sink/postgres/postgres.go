@@ -453,7 +453,7 @@ func (t *target) Exec(ctx context.Context, changes []source.Change) error {
 	steps := batch.Plan(rules, changes)
 	var (
 		fast map[int]*fastRows
-		keys keyStates
+		keys *keyStates
 	)
 	if t.a.cfg.FastRows > 0 {
 		fast, keys = planCopies(rules, changes, steps, t.a.cfg.FastRows, copySavepoints-t.copies)
