@@ -73,38 +73,84 @@ const (
 	segWritten = 2 // written by an earlier segment
 )
 
-// keyStates indexes keyState by table and key bytes (batch.AppendKey).
+// keyStates indexes keyState by table and key: a key of one int64 column
+// (the common case) by its value, any other by batch.AppendKey's bytes
+// (which tell an int64 from other kinds, as batch.Segments does).
 type keyStates struct {
-	idx   map[*source.Table]map[string]int32
-	state []keyState
-	size  int // the expected number of keys
+	byTable map[*source.Table]*tableKeys
+	state   []keyState
+	size    int // the expected number of keys
+	kb      []byte
 }
 
-func (m *keyStates) get(t *source.Table, k []byte) *keyState {
+type tableKeys struct {
+	ints  map[int64]int32
+	other map[string]int32
+}
+
+// index returns the map entry of row's key in t: the int64 key, or the
+// key bytes in m.kb.
+func (m *keyStates) index(t *source.Table, row source.Row) (int64, bool) {
+	if len(t.PK) == 1 {
+		if v, ok := row[t.PK[0]].(int64); ok {
+			return v, true
+		}
+	}
+	m.kb = batch.AppendKey(m.kb[:0], t, row)
+	return 0, false
+}
+
+func (m *keyStates) get(t *source.Table, row source.Row) *keyState {
 	if m == nil {
 		return nil
 	}
-	i, ok := m.idx[t][string(k)]
+	tk := m.byTable[t]
+	if tk == nil {
+		return nil
+	}
+	var (
+		i  int32
+		ok bool
+	)
+	if v, isInt := m.index(t, row); isInt {
+		i, ok = tk.ints[v]
+	} else {
+		i, ok = tk.other[string(m.kb)]
+	}
 	if !ok {
 		return nil
 	}
 	return &m.state[i]
 }
 
-// add returns the state of a key, and whether it is new. The pointer is
-// valid until the next add.
-func (m *keyStates) add(t *source.Table, k []byte) (*keyState, bool) {
-	byKey := m.idx[t]
-	if byKey == nil {
-		byKey = make(map[string]int32, m.size)
-		m.idx[t] = byKey
+// add returns the state of row's key in t, and whether it is new. The
+// pointer is valid until the next add.
+func (m *keyStates) add(t *source.Table, row source.Row) (*keyState, bool) {
+	tk := m.byTable[t]
+	if tk == nil {
+		tk = &tableKeys{}
+		m.byTable[t] = tk
 	}
-	if i, ok := byKey[string(k)]; ok {
-		return &m.state[i], false
+	n := int32(len(m.state))
+	if v, isInt := m.index(t, row); isInt {
+		if tk.ints == nil {
+			tk.ints = make(map[int64]int32, m.size)
+		}
+		if i, ok := tk.ints[v]; ok {
+			return &m.state[i], false
+		}
+		tk.ints[v] = n
+	} else {
+		if tk.other == nil {
+			tk.other = make(map[string]int32)
+		}
+		if i, ok := tk.other[string(m.kb)]; ok {
+			return &m.state[i], false
+		}
+		tk.other[string(m.kb)] = n
 	}
-	byKey[string(k)] = int32(len(m.state))
 	m.state = append(m.state, keyState{})
-	return &m.state[len(m.state)-1], true
+	return &m.state[n], true
 }
 
 // planCopies picks, per upsert segment of steps (by step index), the rows
@@ -119,12 +165,10 @@ func planCopies(rules *batch.Rules, changes []source.Change, steps []batch.Step,
 	if rules != nil && rules.Local {
 		return nil, nil
 	}
-	var kb []byte
-	keys := &keyStates{idx: map[*source.Table]map[string]int32{}, state: make([]keyState, 0, len(changes)), size: len(changes)}
+	keys := &keyStates{byTable: map[*source.Table]*tableKeys{}, state: make([]keyState, 0, len(changes)), size: len(changes)}
 	n := 0
 	touch := func(c source.Change, row source.Row, how uint8) {
-		kb = batch.AppendKey(kb[:0], c.Table, row)
-		if s, isNew := keys.add(c.Table, kb); isNew {
+		if s, isNew := keys.add(c.Table, row); isNew {
 			s.first, s.how = int32(n), how
 		}
 	}
@@ -164,8 +208,7 @@ func planCopies(rules *batch.Rules, changes []source.Change, steps []batch.Step,
 		f := &fastRows{}
 		absent, present = absent[:0], present[:0]
 		for _, row := range seg.Rows {
-			kb = batch.AppendKey(kb[:0], seg.Table, row)
-			s := keys.get(seg.Table, kb)
+			s := keys.get(seg.Table, row)
 			if s == nil {
 				// Every key of a plain segment was touched above; should
 				// one not be, it takes the ordinary path.
@@ -226,17 +269,13 @@ func planCopies(rules *batch.Rules, changes []source.Change, steps []batch.Step,
 // picks it: the after image of an insert, the before image otherwise) is
 // marked skip in keys.
 func withoutKeys(changes []source.Change, keys *keyStates) []source.Change {
-	var (
-		out []source.Change
-		kb  []byte
-	)
+	var out []source.Change
 	for n, c := range changes {
 		key := c.Before
 		if c.Op == source.Insert {
 			key = c.After
 		}
-		kb = batch.AppendKey(kb[:0], c.Table, key)
-		if s := keys.get(c.Table, kb); s == nil || !s.skip {
+		if s := keys.get(c.Table, key); s == nil || !s.skip {
 			if out != nil {
 				out = append(out, c)
 			}

@@ -18,7 +18,26 @@ import (
 // UPDATEd, and only the keys whose first change is among them leave the
 // up-front check.
 func TestPlanCopies(t *testing.T) {
-	r := func(id int64, s string) source.Row { return typesRow(id, map[string]any{"s": s}) }
+	// Keys of one int64 column are indexed by value, others by their
+	// bytes: both ways.
+	for _, name := range []string{"int64", "text"} {
+		t.Run(name, func(t *testing.T) {
+			testPlanCopies(t, func(id int64) any {
+				if name == "text" {
+					return fmt.Sprint(id)
+				}
+				return id
+			})
+		})
+	}
+}
+
+func testPlanCopies(t *testing.T, id func(int64) any) {
+	r := func(n int64, s string) source.Row {
+		row := typesRow(n, map[string]any{"s": s})
+		row[0] = id(n)
+		return row
+	}
 	keyOnly := &source.Table{Name: "k", Columns: typesTable.Columns, PK: typesTable.PK, KeyOnlyBefore: true}
 	changes := []source.Change{
 		ins(typesTable, r(1, "a")),            // first change an insert: COPY, checked on fallback
@@ -45,7 +64,7 @@ func TestPlanCopies(t *testing.T) {
 			list := func(rows []source.Row, checks []source.Change) string {
 				var rs, cs []string
 				for n, row := range rows {
-					rs = append(rs, fmt.Sprintf("%d=%s", row[0], row[7]))
+					rs = append(rs, fmt.Sprintf("%v=%s", row[0], row[7]))
 					if c := checks[n]; c.Table != nil {
 						key := c.Before
 						if c.Op == source.Insert {
