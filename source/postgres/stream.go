@@ -1,7 +1,6 @@
 package postgres
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -19,7 +18,8 @@ import (
 // wireMsg is one message of the replication stream, or the error that
 // ended it.
 type wireMsg struct {
-	data []byte // CopyData payload, owned
+	data []byte  // CopyData payload, owned
+	buf  *[]byte // data's buffer, for putBuf
 	err  error
 }
 
@@ -92,7 +92,9 @@ func (s *stream) run(ctx context.Context) error {
 				}
 				return s.r.classify(fmt.Errorf("region %s: replication stream of slot %s: %w", s.r.cfg.Region, s.r.cfg.Slot, m.err))
 			}
-			if err := s.handle(ctx, m.data); err != nil {
+			err := s.handle(ctx, m.data)
+			putBuf(m.buf)
+			if err != nil {
 				return err
 			}
 		case <-s.tick.C:
@@ -149,7 +151,9 @@ func receive(ctx context.Context, conn *pgxconn.PgConn, msgs chan<- wireMsg) {
 		}
 		switch m := msg.(type) {
 		case *pgproto3.CopyData:
-			if !deliver(wireMsg{data: bytes.Clone(m.Data)}) {
+			b := getBuf(len(m.Data))
+			*b = append(*b, m.Data...)
+			if !deliver(wireMsg{data: *b, buf: b}) {
 				return
 			}
 		case *pgproto3.ErrorResponse:
@@ -160,6 +164,33 @@ func receive(ctx context.Context, conn *pgxconn.PgConn, msgs chan<- wireMsg) {
 			return
 		}
 	}
+}
+
+// bufs recycles the buffers that receive copies messages into: one message
+// per row, each handed to the run loop, would otherwise be an allocation
+// per row (and garbage that makes the collector run more often over a
+// heap full of queued transactions). handle keeps no reference into a
+// message once it returns: a decoded row's values are copies.
+var bufs sync.Pool
+
+// maxPooled bounds the buffers kept for reuse.
+const maxPooled = 64 << 10
+
+// getBuf returns an empty buffer with room for n bytes.
+func getBuf(n int) *[]byte {
+	if b, ok := bufs.Get().(*[]byte); ok && cap(*b) >= n {
+		*b = (*b)[:0]
+		return b
+	}
+	b := make([]byte, 0, max(n, 512))
+	return &b
+}
+
+func putBuf(b *[]byte) {
+	if b == nil || cap(*b) > maxPooled {
+		return
+	}
+	bufs.Put(b)
 }
 
 // handle processes one CopyData message of the stream.
