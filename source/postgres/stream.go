@@ -65,7 +65,7 @@ func (s *stream) run(ctx context.Context) error {
 	s.tick = time.NewTicker(tickEvery)
 	defer s.tick.Stop()
 
-	msgs := make(chan []wireMsg, 16)
+	msgs := make(chan []wireMsg, 2)
 	rctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Add(1)
