@@ -34,6 +34,7 @@ type stream struct {
 	interval time.Duration
 	dec      *decoder
 	tick     *time.Ticker
+	rows     rowScratch // the row message being decoded
 
 	received    pglogrepl.LSN  // how far the server has sent (write position)
 	idle        pglogrepl.LSN  // flush position earned while nothing was pending
@@ -265,7 +266,7 @@ func (s *stream) handle(ctx context.Context, data []byte) error {
 		switch xld.WALData[0] {
 		case 'I', 'U', 'D':
 			// One message per row: parsed without a copy of each value.
-			msg, err = parseRowMessage(xld.WALData)
+			msg, err = s.rows.parse(xld.WALData)
 		default:
 			msg, err = pglogrepl.ParseV2(xld.WALData, false)
 		}
