@@ -12,7 +12,8 @@ import (
 	"github.com/regiond/regiond/source"
 )
 
-// The insert fast path.
+// The fast paths: inserts by COPY, updates by UPDATE … RETURNING, both
+// without the apply_remote check's locking read.
 //
 // A row the source's log says is absent in the target when its segment is
 // written goes into the table by COPY, a quarter of the target's cost of
@@ -37,6 +38,16 @@ import (
 // on, as for the INSERT) and identity columns (COPY writes given values as
 // OVERRIDING SYSTEM VALUE does) as the INSERT it replaces; only PostgreSQL
 // rules (CREATE RULE … ON INSERT) are not applied by COPY.
+//
+// A row whose key's first change is an update that keeps the key, with a
+// before image that carries only the key (REPLICA IDENTITY DEFAULT), can
+// only conflict by being missing: the check's locking read of it would
+// find it or not. An UPDATE that returns the ordinals of the rows it
+// found tells the same, and locks and writes them in one step; the rows it
+// did not find take the ordinary path (the locking read finds them
+// missing, the conflict is recorded, the upsert inserts them). Unlike the
+// upsert, the UPDATE fires no BEFORE INSERT trigger (of those enabled
+// ALWAYS) for a row it updates, as the source's UPDATE did not.
 
 // copySavepoints bounds the COPYs (each in a subtransaction of its own) of
 // one target transaction: past 64 subtransactions every snapshot taken on
