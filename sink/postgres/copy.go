@@ -231,19 +231,31 @@ func planCopies(rules *batch.Rules, changes []source.Change, steps []batch.Step,
 			}
 			before := s.seen
 			s.seen = segWritten
+			// The slices get the segment's size at once: a segment's rows
+			// mostly take one path.
 			switch {
 			case batch.HasUnchanged(row):
-			case before == segGone:
-				f.absent, f.absentChecks = append(f.absent, row), append(f.absentChecks, source.Change{})
-				continue
-			case before == 0 && s.how == touchInsert:
-				f.absent, f.absentChecks = append(f.absent, row), append(f.absentChecks, changes[s.first])
-				absent = append(absent, s)
+			case before == segGone || before == 0 && s.how == touchInsert:
+				if f.absent == nil {
+					f.absent, f.absentChecks = make([]source.Row, 0, len(seg.Rows)), make([]source.Change, 0, len(seg.Rows))
+				}
+				var c source.Change
+				if before == 0 {
+					c = changes[s.first]
+					absent = append(absent, s)
+				}
+				f.absent, f.absentChecks = append(f.absent, row), append(f.absentChecks, c)
 				continue
 			case before == 0 && s.how == touchUpdate:
+				if f.present == nil {
+					f.present, f.presentChecks = make([]source.Row, 0, len(seg.Rows)), make([]source.Change, 0, len(seg.Rows))
+				}
 				f.present, f.presentChecks = append(f.present, row), append(f.presentChecks, changes[s.first])
 				present = append(present, s)
 				continue
+			}
+			if f.rest == nil {
+				f.rest = make([]source.Row, 0, len(seg.Rows))
 			}
 			f.rest = append(f.rest, row)
 		}
