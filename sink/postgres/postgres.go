@@ -48,6 +48,11 @@ type Config struct {
 	BatchChanges int
 	// StatementRows bounds the rows of one statement (default 4096).
 	StatementRows int
+	// FastRows is the fewest rows of a segment that a fast path (copy.go:
+	// COPY of inserts, UPDATE of updates, without the apply_remote check's
+	// locking read) takes (default 32; below it the round trip of its own
+	// costs more than it saves). A negative value turns them off.
+	FastRows int
 	// LockRetries is how many times a batch that hit a deadlock, lock
 	// timeout or serialization failure is retried in place (default 20).
 	LockRetries int
@@ -73,6 +78,9 @@ type Applier struct {
 	// epoch is the fencing epoch of the lease this process holds (see
 	// Lead); 0 when it never led, and then writes are not fenced.
 	epoch atomic.Int64
+	// copies counts the COPYs of the insert fast path (copy.go), and
+	// copyFallbacks those that met a present row and were rolled back.
+	copies, copyFallbacks atomic.Int64
 }
 
 var _ pipeline.Sink = (*Applier)(nil)
@@ -90,6 +98,9 @@ func New(cfg Config, logger *slog.Logger) (*Applier, error) {
 	}
 	if cfg.LockRetries <= 0 {
 		cfg.LockRetries = 20
+	}
+	if cfg.FastRows == 0 {
+		cfg.FastRows = 32
 	}
 	if cfg.LockTimeout <= 0 {
 		cfg.LockTimeout = 10 * time.Second
@@ -255,6 +266,10 @@ type target struct {
 	// conflicts are the conflicts recorded in the open transaction,
 	// announced when it commits.
 	conflicts []batch.Conflict
+	// copies counts the COPYs of the open transaction (copySavepoints);
+	// copyBuf is their data, reused.
+	copies  int
+	copyBuf copyBuffer
 }
 
 var _ batch.Target = (*target)(nil)
@@ -314,6 +329,7 @@ func (t *target) Begin(ctx context.Context, pos checkpoint.Position) error {
 	t.pending = &pgx.Batch{}
 	t.pending.Queue("BEGIN")
 	t.markPos = ""
+	t.copies = 0
 	mark := "UPDATE " + t.a.checkpointTable() + " SET seq = seq + 1, updated_at = now() WHERE pipeline = $1"
 	args := []any{t.a.cfg.Pipeline}
 	if pos != nil {
@@ -429,15 +445,29 @@ func (t *target) send(ctx context.Context, b *pgx.Batch) error {
 // read, the rule's decisions and guarded writes (see rules.go), which send
 // what is queued before each locking read. The rows that apply_remote
 // changes overwrite are read first (one locking read per table) and
-// compared with what the changes' sources saw.
+// compared with what the changes' sources saw, except the rows the log says
+// are absent, which go by COPY when a segment has enough of them and are
+// checked only if the COPY meets a row (copy.go).
 func (t *target) Exec(ctx context.Context, changes []source.Change) error {
 	rules := t.a.cfg.Rules
-	remote, err := batch.CheckRemote(ctx, t, rules, changes)
+	steps := batch.Plan(rules, changes)
+	var (
+		fast map[int]*fastRows
+		keys *keyStates
+	)
+	if t.a.cfg.FastRows > 0 {
+		fast, keys = planCopies(rules, changes, steps, t.a.cfg.FastRows, copySavepoints-t.copies)
+	}
+	checked := changes
+	if fast != nil {
+		checked = withoutKeys(changes, keys)
+	}
+	remote, err := batch.CheckRemote(ctx, t, rules, checked)
 	if err != nil {
 		return err
 	}
 	b := t.take()
-	for _, st := range batch.Plan(rules, changes) {
+	for i, st := range steps {
 		if st.Segment == nil {
 			t.pending = b
 			if _, err := batch.ApplyLWW(ctx, t, rules, st); err != nil {
@@ -455,7 +485,14 @@ func (t *target) Exec(ctx context.Context, changes []source.Change) error {
 			t.queueRows(b, p.delete, p, p.key, seg.Rows)
 			continue
 		}
-		full, partial, order := splitUnchanged(p, seg.Rows)
+		rows := seg.Rows
+		if f := fast[i]; f != nil {
+			if b, err = t.writeFast(ctx, b, p, f); err != nil {
+				return err
+			}
+			rows = f.rest
+		}
+		full, partial, order := splitUnchanged(p, rows)
 		t.queueRows(b, p.upsert, p, p.written, full)
 		for _, u := range order {
 			if u.sql != "" {

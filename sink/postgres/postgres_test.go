@@ -307,10 +307,11 @@ var streamRows = []string{
 
 func TestApplyEveryTypeIdempotentAndResumable(t *testing.T) {
 	e := newEnv(t)
-	for _, batchChanges := range []int{1, 3, 8192} {
-		t.Run(fmt.Sprintf("batch=%d", batchChanges), func(t *testing.T) {
+	for _, tc := range []struct{ batchChanges, fastRows int }{{1, -1}, {3, -1}, {8192, -1}, {3, 1}, {8192, 1}} {
+		// copy=1: every insert the log says is absent goes by COPY.
+		t.Run(fmt.Sprintf("batch=%d/copy=%d", tc.batchChanges, tc.fastRows), func(t *testing.T) {
 			e.reset(t, "types")
-			a := e.applier(t, Config{BatchChanges: batchChanges, StatementRows: 2})
+			a := e.applier(t, Config{BatchChanges: tc.batchChanges, StatementRows: 2, FastRows: tc.fastRows})
 			mustApply(t, a, stream()...)
 			wantRows(t, e.dump(t, "types"), streamRows)
 			if pos, _, _ := e.checkpointRow(t); pos != checkpoint.LSN(600).String() {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -219,6 +220,11 @@ type plan struct {
 	upsert string // INSERT ... SELECT ... FROM unnest(...) ON CONFLICT ...
 	insert string // the same without ON CONFLICT: a present key is an error
 	delete string // DELETE ... WHERE (key) IN (SELECT ... FROM unnest(...))
+	copy   string // COPY ... (written columns) FROM STDIN, text format (copy.go)
+	// present is the UPDATE of full rows, with the upsert's arguments,
+	// returning the ordinals of the rows it found (copy.go); "" when the
+	// key is not written or nothing but the key is.
+	present string
 	// updates holds, per set of unchanged columns, the UPDATE that leaves
 	// them alone; keyed by the unchanged source column numbers.
 	updates map[string]*update
@@ -296,6 +302,8 @@ func newPlan(region string, st *source.Table, t *pgTable) (*plan, error) {
 	p.insert = "INSERT INTO " + t.ident + " (" + ins.String() + ") OVERRIDING SYSTEM VALUE SELECT " + sel.String() +
 		" FROM unnest(" + args.String() + ") AS u(" + alias.String() + ")"
 	p.upsert = p.insert + " ON CONFLICT (" + p.keyList("") + ")" + conflict
+	p.copy = "COPY " + t.ident + " (" + ins.String() + ") FROM STDIN"
+	p.present = presentUpdate(p, alias.String(), args.String())
 
 	var ksel, kargs, kalias strings.Builder
 	for n, i := range p.key {
@@ -312,6 +320,44 @@ func newPlan(region string, st *source.Table, t *pgTable) (*plan, error) {
 	p.delete = "DELETE FROM " + t.ident + " WHERE (" + p.keyList("") + ") IN (SELECT " + ksel.String() +
 		" FROM unnest(" + kargs.String() + ") AS u(" + kalias.String() + "))"
 	return p, nil
+}
+
+// presentUpdate is plan.present: UPDATE … SET every written column but the
+// key and identity columns (as the upsert's DO UPDATE) … FROM unnest(args)
+// WITH ORDINALITY AS u(alias, n) WHERE the key matches (compared as the
+// locking read of the apply_remote check compares it) RETURNING u.n.
+func presentUpdate(p *plan, alias, args string) string {
+	var set, where strings.Builder
+	isKey := map[int]bool{}
+	for _, k := range p.key {
+		isKey[k] = true
+	}
+	for n, i := range p.written {
+		c := p.cols[i]
+		v := "u.v" + strconv.Itoa(n+1) + "::" + c.cast
+		if isKey[i] || c.identity {
+			continue
+		}
+		if set.Len() > 0 {
+			set.WriteString(", ")
+		}
+		set.WriteString(pgconn.Ident(c.name) + " = " + v)
+	}
+	for n, k := range p.key {
+		w := slices.Index(p.written, k)
+		if w < 0 {
+			return ""
+		}
+		if n > 0 {
+			where.WriteString(", ")
+		}
+		where.WriteString("u.v" + strconv.Itoa(w+1) + "::" + p.cols[k].cast)
+	}
+	if set.Len() == 0 {
+		return ""
+	}
+	return "UPDATE " + p.table.ident + " AS t SET " + set.String() + " FROM unnest(" + args + ") WITH ORDINALITY AS u(" + alias + ", n)" +
+		" WHERE (" + p.keyList("t.") + ") = (" + where.String() + ") RETURNING u.n"
 }
 
 func keyMismatch(region string, st *source.Table, t *pgTable) error {

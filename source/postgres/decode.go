@@ -59,6 +59,9 @@ type decoder struct {
 	commit  time.Time
 	changes []source.Change
 	txnID   string // the transaction's commit LSN, for Change.TxnID
+	// sizeHint is the number of changes of the last transaction (or chunk)
+	// that had any: the capacity the next one starts with.
+	sizeHint int
 }
 
 // open reports whether a transaction has begun and not yet committed.
@@ -118,6 +121,9 @@ func (d *decoder) commitTxn(ctx context.Context, m *pglogrepl.CommitMessage) err
 	end := checkpoint.LSN(m.TransactionEndLSN)
 	changes := d.changes
 	d.changes = nil
+	if len(changes) > 0 {
+		d.sizeHint = len(changes)
+	}
 	if d.old || end <= d.from {
 		// Resent from the slot's confirmed_flush_lsn: the sinks hold it.
 		return nil
@@ -266,6 +272,12 @@ func (d *decoder) add(ctx context.Context, c source.Change) error {
 		}
 	}
 	c.TxnID = d.txnID
+	if d.changes == nil {
+		// Sized like the last transaction: transactions of one application
+		// tend to look alike, and growing the slice change by change copies
+		// it over and over.
+		d.changes = make([]source.Change, 0, min(max(d.sizeHint, 1), d.chunk))
+	}
 	d.changes = append(d.changes, c)
 	return nil
 }

@@ -13,41 +13,64 @@ import (
 // instead of one per column. data must not change while the message is in
 // use (the stream hands each message its own buffer).
 func parseRowMessage(data []byte) (pglogrepl.Message, error) {
-	p := rowParser{data: data, off: 1}
+	return (&rowScratch{}).parse(data)
+}
+
+// rowScratch is the memory of one parsed row message, reused from message
+// to message by the stream: the decoder converts a row message's values
+// into a row of their own before the next message is parsed, and keeps
+// nothing of it, so the per-row message, tuple and column structs need no
+// allocation of their own.
+type rowScratch struct {
+	ins  pglogrepl.InsertMessage
+	upd  pglogrepl.UpdateMessage
+	del  pglogrepl.DeleteMessage
+	tup  [2]pglogrepl.TupleData
+	cols [2][]pglogrepl.TupleDataColumn
+	ptrs [2][]*pglogrepl.TupleDataColumn
+}
+
+// parse is parseRowMessage into s: the message is valid until the next
+// call.
+func (s *rowScratch) parse(data []byte) (pglogrepl.Message, error) {
+	p := rowParser{data: data, off: 1, s: s}
 	relID := p.uint32()
 	switch data[0] {
 	case 'I':
 		if p.byte() != 'N' {
 			return nil, p.fail("insert: no new tuple")
 		}
-		tup := p.tuple()
+		tup := p.tuple(0)
 		if p.err != nil {
 			return nil, p.err
 		}
-		return &pglogrepl.InsertMessage{RelationID: relID, Tuple: tup}, nil
+		s.ins = pglogrepl.InsertMessage{RelationID: relID, Tuple: tup}
+		return &s.ins, nil
 	case 'U':
-		m := &pglogrepl.UpdateMessage{RelationID: relID}
+		s.upd = pglogrepl.UpdateMessage{RelationID: relID}
+		m := &s.upd
 		kind := p.byte()
 		if kind == 'K' || kind == 'O' {
 			m.OldTupleType = kind
-			m.OldTuple = p.tuple()
+			m.OldTuple = p.tuple(1)
 			kind = p.byte()
 		}
 		if kind != 'N' {
 			return nil, p.fail("update: no new tuple")
 		}
-		m.NewTuple = p.tuple()
+		m.NewTuple = p.tuple(0)
 		if p.err != nil {
 			return nil, p.err
 		}
 		return m, nil
 	case 'D':
-		m := &pglogrepl.DeleteMessage{RelationID: relID}
+		s.del = pglogrepl.DeleteMessage{RelationID: relID}
+		m := &s.del
 		m.OldTupleType = p.byte()
 		if m.OldTupleType != 'K' && m.OldTupleType != 'O' {
 			return nil, p.fail("delete: no old tuple")
 		}
-		m.OldTuple = p.tuple()
+		m.OldTuple = p.tuple(1)
 		if p.err != nil {
 			return nil, p.err
 		}
@@ -60,6 +83,7 @@ type rowParser struct {
 	data []byte
 	off  int
 	err  error
+	s    *rowScratch
 }
 
 func (p *rowParser) fail(what string) error {
@@ -96,17 +120,25 @@ func (p *rowParser) uint32() uint32 {
 	return binary.BigEndian.Uint32(p.data[p.off-4:])
 }
 
-func (p *rowParser) tuple() *pglogrepl.TupleData {
+// tuple parses a tuple into slot (0: new, 1: old) of p's scratch.
+func (p *rowParser) tuple(slot int) *pglogrepl.TupleData {
 	if !p.need(2) {
 		return nil
 	}
 	n := int(binary.BigEndian.Uint16(p.data[p.off:]))
 	p.off += 2
-	t := &pglogrepl.TupleData{ColumnNum: uint16(n), Columns: make([]*pglogrepl.TupleDataColumn, n)}
-	cols := make([]pglogrepl.TupleDataColumn, n)
+	s := p.s
+	if cap(s.cols[slot]) < n {
+		s.cols[slot] = make([]pglogrepl.TupleDataColumn, n)
+		s.ptrs[slot] = make([]*pglogrepl.TupleDataColumn, n)
+	}
+	cols, ptrs := s.cols[slot][:n], s.ptrs[slot][:n]
+	t := &s.tup[slot]
+	*t = pglogrepl.TupleData{ColumnNum: uint16(n), Columns: ptrs}
 	for i := range n {
 		c := &cols[i]
-		t.Columns[i] = c
+		*c = pglogrepl.TupleDataColumn{}
+		ptrs[i] = c
 		c.DataType = p.byte()
 		switch c.DataType {
 		case pglogrepl.TupleDataTypeNull, pglogrepl.TupleDataTypeToast:

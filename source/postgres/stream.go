@@ -1,7 +1,6 @@
 package postgres
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -19,7 +18,8 @@ import (
 // wireMsg is one message of the replication stream, or the error that
 // ended it.
 type wireMsg struct {
-	data []byte // CopyData payload, owned
+	data []byte  // CopyData payload, owned
+	buf  *[]byte // data's buffer, for putBuf
 	err  error
 }
 
@@ -34,6 +34,7 @@ type stream struct {
 	interval time.Duration
 	dec      *decoder
 	tick     *time.Ticker
+	rows     rowScratch // the row message being decoded
 
 	received    pglogrepl.LSN  // how far the server has sent (write position)
 	idle        pglogrepl.LSN  // flush position earned while nothing was pending
@@ -65,7 +66,7 @@ func (s *stream) run(ctx context.Context) error {
 	s.tick = time.NewTicker(tickEvery)
 	defer s.tick.Stop()
 
-	msgs := make(chan wireMsg, 64)
+	msgs := make(chan []wireMsg, 2)
 	rctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -85,15 +86,19 @@ func (s *stream) run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case m := <-msgs:
-			if m.err != nil {
-				if ctx.Err() != nil {
-					return ctx.Err()
+		case ms := <-msgs:
+			for _, m := range ms {
+				if m.err != nil {
+					if ctx.Err() != nil {
+						return ctx.Err()
+					}
+					return s.r.classify(fmt.Errorf("region %s: replication stream of slot %s: %w", s.r.cfg.Region, s.r.cfg.Slot, m.err))
 				}
-				return s.r.classify(fmt.Errorf("region %s: replication stream of slot %s: %w", s.r.cfg.Region, s.r.cfg.Slot, m.err))
-			}
-			if err := s.handle(ctx, m.data); err != nil {
-				return err
+				err := s.handle(ctx, m.data)
+				putBuf(m.buf)
+				if err != nil {
+					return err
+				}
 			}
 		case <-s.tick.C:
 			if err := s.status(false); err != nil {
@@ -110,14 +115,33 @@ func (s *stream) run(ctx context.Context) error {
 // receive reads the replication stream into msgs until it fails or ctx
 // ends. It never writes to the connection: the run loop does, and
 // concurrent reads and writes of one connection are safe.
-func receive(ctx context.Context, conn *pgxconn.PgConn, msgs chan<- wireMsg) {
-	deliver := func(m wireMsg) bool {
+//
+// Messages are handed over in batches: one message per row, each a
+// channel handoff and often a goroutine wakeup, cost the reader more than
+// decoding some of them. A batch takes the messages already read from the
+// socket (pgconn's read buffer), up to receiveBatch of them or
+// receiveBatchBytes; a message is
+// never held back waiting for data that has not arrived.
+func receive(ctx context.Context, conn *pgxconn.PgConn, msgs chan<- []wireMsg) {
+	var (
+		batch []wireMsg
+		size  int // bytes in batch
+	)
+	flush := func() bool {
+		if len(batch) == 0 {
+			return true
+		}
 		select {
-		case msgs <- m:
+		case msgs <- batch:
+			batch, size = nil, 0
 			return true
 		case <-ctx.Done():
 			return false
 		}
+	}
+	fail := func(err error) {
+		batch = append(batch, wireMsg{err: err})
+		flush()
 	}
 	// ReceiveMessage with a cancellable context arms and disarms a context
 	// watcher per message (one message per row: a tenth of the reader's
@@ -136,7 +160,7 @@ func receive(ctx context.Context, conn *pgxconn.PgConn, msgs chan<- wireMsg) {
 	}()
 	for {
 		if ctx.Err() != nil {
-			deliver(wireMsg{err: ctx.Err()})
+			fail(ctx.Err())
 			return
 		}
 		msg, err := conn.ReceiveMessage(context.Background())
@@ -144,22 +168,67 @@ func receive(ctx context.Context, conn *pgxconn.PgConn, msgs chan<- wireMsg) {
 			if ctx.Err() != nil {
 				err = fmt.Errorf("%w (%w)", ctx.Err(), err)
 			}
-			deliver(wireMsg{err: err})
+			fail(err)
 			return
 		}
 		switch m := msg.(type) {
 		case *pgproto3.CopyData:
-			if !deliver(wireMsg{data: bytes.Clone(m.Data)}) {
-				return
+			if batch == nil {
+				batch = make([]wireMsg, 0, receiveBatch)
 			}
+			b := getBuf(len(m.Data))
+			*b = append(*b, m.Data...)
+			batch = append(batch, wireMsg{data: *b, buf: b})
+			size += len(m.Data)
 		case *pgproto3.ErrorResponse:
-			deliver(wireMsg{err: pgxconn.ErrorResponseToPgError(m)})
+			fail(pgxconn.ErrorResponseToPgError(m))
 			return
 		case *pgproto3.CopyDone:
-			deliver(wireMsg{err: errors.New("the server ended the replication stream")})
+			fail(errors.New("the server ended the replication stream"))
 			return
 		}
+		// Nothing more read from the socket yet: the next ReceiveMessage
+		// may wait, so what was read goes now.
+		if len(batch) >= receiveBatch || size >= receiveBatchBytes || conn.Frontend().ReadBufferLen() == 0 {
+			if !flush() {
+				return
+			}
+		}
 	}
+}
+
+// receiveBatch and receiveBatchBytes bound the messages handed over at
+// once (and so, with the channel's capacity, the memory they hold).
+const (
+	receiveBatch      = 64
+	receiveBatchBytes = 256 << 10
+)
+
+// bufs recycles the buffers that receive copies messages into: one message
+// per row, each handed to the run loop, would otherwise be an allocation
+// per row (and garbage that makes the collector run more often over a
+// heap full of queued transactions). handle keeps no reference into a
+// message once it returns: a decoded row's values are copies.
+var bufs sync.Pool
+
+// maxPooled bounds the buffers kept for reuse.
+const maxPooled = 64 << 10
+
+// getBuf returns an empty buffer with room for n bytes.
+func getBuf(n int) *[]byte {
+	if b, ok := bufs.Get().(*[]byte); ok && cap(*b) >= n {
+		*b = (*b)[:0]
+		return b
+	}
+	b := make([]byte, 0, max(n, 512))
+	return &b
+}
+
+func putBuf(b *[]byte) {
+	if b == nil || cap(*b) > maxPooled {
+		return
+	}
+	bufs.Put(b)
 }
 
 // handle processes one CopyData message of the stream.
@@ -197,7 +266,7 @@ func (s *stream) handle(ctx context.Context, data []byte) error {
 		switch xld.WALData[0] {
 		case 'I', 'U', 'D':
 			// One message per row: parsed without a copy of each value.
-			msg, err = parseRowMessage(xld.WALData)
+			msg, err = s.rows.parse(xld.WALData)
 		default:
 			msg, err = pglogrepl.ParseV2(xld.WALData, false)
 		}
