@@ -41,6 +41,7 @@ var fastTables = []string{
 		" e2 ENUM(" + enumValues(300) + "), s64 SET(" + enumValues(64) + ")," +
 		" bit1 BIT(1), bit7 BIT(7), bit9 BIT(9), bit33 BIT(33), bit64 BIT(64))",
 	"CREATE TABLE geo (id INT PRIMARY KEY, p POINT, n INT)",
+	"CREATE TABLE alt (id INT PRIMARY KEY, v VARCHAR(50), b BINARY(4), d DECIMAL(5,2), u INT)",
 }
 
 func enumValues(n int) string {
@@ -68,7 +69,7 @@ func TestFastDecodeMatchesGoMySQL(t *testing.T) {
 	newReader := func(slow bool) *mysqlsource.Reader {
 		r, err := mysqlsource.New(mysqlsource.Config{
 			Region: "east", Conn: dbtest.Params(srv), ServerID: 1001, ChunkChanges: 7,
-			Tables: map[string]bool{"alltypes": true, "temporal": true, "nums": true, "strs": true, "geo": true},
+			Tables: map[string]bool{"alltypes": true, "temporal": true, "nums": true, "strs": true, "geo": true, "alt": true},
 		}, logger)
 		if err != nil {
 			t.Fatal(err)
@@ -224,6 +225,13 @@ func writeEdgeRows(t *testing.T, db *sql.DB) {
 	exec(`UPDATE strs SET v300 = CONCAT(v300, '!'), b20 = x'ff', e2 = 'v256' WHERE id > 1`)
 	exec(`INSERT INTO geo VALUES (1, POINT(1, 2), 3), (2, NULL, NULL)`)
 	exec(`UPDATE geo SET n = 4`)
+	// Definitions that change under the same table and column names:
+	// only the type metadata (lengths, widths, precision, signedness).
+	exec(`INSERT INTO alt VALUES (1, REPEAT('a', 50), x'01', 123.45, -1)`)
+	exec(`ALTER TABLE alt MODIFY v VARCHAR(300), MODIFY b BINARY(8), MODIFY d DECIMAL(12,6), MODIFY u INT UNSIGNED`)
+	exec(`INSERT INTO alt VALUES (2, REPEAT('b', 300), x'02', 123456.654321, 4294967295)`)
+	exec(`UPDATE alt SET v = CONCAT(v, 'c'), d = -d`)
+	exec(`DELETE FROM alt WHERE id = 1`)
 }
 
 // writeRandomRows writes n random rows to temporal, nums and strs, then
@@ -329,7 +337,7 @@ func randDecimal(rng *rand.Rand, prec, scale int) string {
 		}
 		return string(b)
 	}
-	s := digits(rng.IntN(prec-scale+1))
+	s := digits(rng.IntN(prec - scale + 1))
 	if s == "" {
 		s = "0"
 	}

@@ -6,6 +6,7 @@ package mysql
 import (
 	"context"
 	"database/sql"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -263,7 +264,7 @@ func (r *Reader) preflight(ctx context.Context) error {
 // tableDef caches the decoded definition of a table map, and how to turn
 // raw values into source values.
 type tableDef struct {
-	sig   string // column types + names: a changed definition gets a new def
+	sig   string // appendTableSig: a changed definition gets a new def
 	table *source.Table
 	enums map[int][]string
 	sets  map[int][]string
@@ -354,6 +355,54 @@ type decoder struct {
 	txnID      string // GTID of the transaction, for Change.TxnID
 	changes    []source.Change
 	lastLen    int // changes in the previous transaction: a capacity hint
+	sig        []byte
+}
+
+// appendTableSig appends everything of a table map that decoding depends on:
+// names, types, type metadata (lengths, precisions, widths), signedness,
+// charsets, ENUM and SET values, the primary key. A table map that differs in
+// any of these (an ALTER TABLE under the same table id) gets a new tableDef.
+func appendTableSig(b []byte, tm *replication.TableMapEvent) []byte {
+	bytes := func(p []byte) {
+		b = binary.AppendUvarint(b, uint64(len(p)))
+		b = append(b, p...)
+	}
+	ints := func(v []uint64) {
+		b = binary.AppendUvarint(b, uint64(len(v)))
+		for _, x := range v {
+			b = binary.AppendUvarint(b, x)
+		}
+	}
+	strs := func(vs [][][]byte) {
+		b = binary.AppendUvarint(b, uint64(len(vs)))
+		for _, v := range vs {
+			b = binary.AppendUvarint(b, uint64(len(v)))
+			for _, x := range v {
+				bytes(x)
+			}
+		}
+	}
+	bytes(tm.Schema)
+	bytes(tm.Table)
+	bytes(tm.ColumnType)
+	b = binary.AppendUvarint(b, uint64(len(tm.ColumnMeta)))
+	for _, m := range tm.ColumnMeta {
+		b = binary.LittleEndian.AppendUint16(b, m)
+	}
+	bytes(tm.NullBitmap)
+	bytes(tm.SignednessBitmap)
+	ints(tm.DefaultCharset)
+	ints(tm.ColumnCharset)
+	strs(tm.SetStrValue)
+	strs(tm.EnumStrValue)
+	strs([][][]byte{tm.ColumnName})
+	ints(tm.GeometryType)
+	ints(tm.PrimaryKey)
+	ints(tm.PrimaryKeyPrefix)
+	ints(tm.EnumSetDefaultCharset)
+	ints(tm.EnumSetColumnCharset)
+	bytes(tm.VisibilityBitmap)
+	return b
 }
 
 func (d *decoder) begin(ts uint32) {
@@ -464,22 +513,13 @@ func (d *decoder) def(tm *replication.TableMapEvent) (*tableDef, error) {
 	if def, ok := d.tables[tm.TableID]; ok && def.tm == tm {
 		return def, nil
 	}
-	var sig strings.Builder
-	sig.Write(tm.Schema)
-	sig.WriteByte('.')
-	sig.Write(tm.Table)
-	sig.WriteByte(0)
-	sig.Write(tm.ColumnType)
-	for _, n := range tm.ColumnName {
-		sig.WriteByte(0)
-		sig.Write(n)
-	}
-	if def, ok := d.tables[tm.TableID]; ok && def.sig == sig.String() {
+	d.sig = appendTableSig(d.sig[:0], tm)
+	if def, ok := d.tables[tm.TableID]; ok && def.sig == string(d.sig) {
 		def.tm = tm
 		return def, nil
 	}
 	name := string(tm.Table)
-	def := &tableDef{sig: sig.String(), tm: tm}
+	def := &tableDef{sig: string(d.sig), tm: tm}
 	def.keep = string(tm.Schema) == d.cfg.Conn.Database && d.cfg.Tables[name]
 	if def.keep || name == MarkerTable {
 		if len(tm.ColumnName) == 0 {

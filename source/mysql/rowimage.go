@@ -253,12 +253,16 @@ func (def *tableDef) fastRows(et replication.EventType, e *replication.RowsEvent
 	}()
 	data := raw.data[raw.pos:]
 	img := &imageReader{data: data}
-	// All rows of the event share one backing array of values.
-	const slabRows = 32
+	// Rows share backing arrays of values, sized by the rows that seem
+	// left, judged by the size of those decoded so far.
 	var slab []any
 	for img.pos < len(data) {
 		if len(slab) < n {
-			slab = make([]any, n*slabRows)
+			k := 1
+			if len(rows) > 0 {
+				k = (len(data)-img.pos)/max(1, img.pos/len(rows)) + 1
+			}
+			slab = make([]any, n*min(k, 64))
 		}
 		row := source.Row(slab[:n:n])
 		slab = slab[n:]
