@@ -6,6 +6,7 @@ import (
 	"math"
 	"strconv"
 	"time"
+	"unsafe"
 
 	gomysql "github.com/go-mysql-org/go-mysql/mysql"
 	"github.com/go-mysql-org/go-mysql/replication"
@@ -296,16 +297,18 @@ func allSet(bitmap []byte, n int) bool {
 type imageReader struct {
 	data []byte
 	pos  int
-	// str is data as one string, made on first use: character values are
-	// substrings of it, one allocation per event instead of one per value.
-	str string
 }
 
+// substr returns data[from:to] as a string without copying it. That is
+// sound because the event's buffer is its own (go-mysql reads each packet
+// into a new slice) and nothing writes to it after it was read: go-mysql's
+// own decoding returns strings that alias the same buffer in the same way,
+// which is what the reader kept before this decoder existed.
 func (r *imageReader) substr(from, to int) string {
-	if r.str == "" {
-		r.str = string(r.data)
+	if from == to {
+		return ""
 	}
-	return r.str[from:to]
+	return unsafe.String(&r.data[from], to-from)
 }
 
 // fastImage decodes one row image (null bitmap, then the non-null values)
