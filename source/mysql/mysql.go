@@ -356,6 +356,7 @@ type decoder struct {
 	changes    []source.Change
 	lastLen    int // changes in the previous transaction: a capacity hint
 	sig        []byte
+	text       textArena // formatted values of the fast row decoder
 }
 
 // appendTableSig appends everything of a table map that decoding depends on:
@@ -633,7 +634,7 @@ func (d *decoder) decodeRows(et replication.EventType, def *tableDef, e *replica
 		return nil, fmt.Errorf("region %s: table %s: rows event without its row images", d.cfg.Region, def.table.Name)
 	}
 	if def.fast != nil && !d.reader.slowDecode {
-		rows, ok, err := def.fastRows(et, e, raw)
+		rows, ok, err := def.fastRows(et, e, raw, &d.text)
 		if err != nil {
 			return nil, fmt.Errorf("%w: region %s: %v", ErrUnsupported, d.cfg.Region, err)
 		}

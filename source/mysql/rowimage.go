@@ -230,7 +230,7 @@ func (def *tableDef) stringColumn(i, maxLen int) (fastCol, bool) {
 // fastRows decodes the images of e with def's plan. ok is false when the
 // event is not one the plan covers; err is a value convert would reject too
 // (a character that is invalid in its column's charset).
-func (def *tableDef) fastRows(et replication.EventType, e *replication.RowsEvent, raw rawImages) (rows []source.Row, ok bool, err error) {
+func (def *tableDef) fastRows(et replication.EventType, e *replication.RowsEvent, raw rawImages, text *textArena) (rows []source.Row, ok bool, err error) {
 	switch et {
 	case replication.WRITE_ROWS_EVENTv1, replication.WRITE_ROWS_EVENTv2,
 		replication.UPDATE_ROWS_EVENTv1, replication.UPDATE_ROWS_EVENTv2,
@@ -253,7 +253,7 @@ func (def *tableDef) fastRows(et replication.EventType, e *replication.RowsEvent
 		}
 	}()
 	data := raw.data[raw.pos:]
-	img := &imageReader{data: data}
+	img := &imageReader{data: data, text: text}
 	// Rows share backing arrays of values, sized by the rows that seem
 	// left, judged by the size of those decoded so far.
 	var slab []any
@@ -297,6 +297,26 @@ func allSet(bitmap []byte, n int) bool {
 type imageReader struct {
 	data []byte
 	pos  int
+	text *textArena
+}
+
+// textArena holds the text of formatted values (dates, times, decimals) in
+// an append-only buffer and returns strings that view it, so that a value
+// costs no allocation of its own. Bytes once handed out are never written
+// again (a full buffer is replaced, never reused), which keeps the strings
+// immutable as Go requires. A buffer lives as long as any of its strings.
+type textArena struct{ buf []byte }
+
+func (a *textArena) str(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	if cap(a.buf)-len(a.buf) < len(b) {
+		a.buf = make([]byte, 0, max(16<<10, len(b)))
+	}
+	start := len(a.buf)
+	a.buf = append(a.buf, b...)
+	return unsafe.String(&a.buf[start], len(b))
 }
 
 // substr returns data[from:to] as a string without copying it. That is
@@ -315,6 +335,7 @@ func (r *imageReader) substr(from, to int) string {
 // into row.
 func (def *tableDef) fastImage(r *imageReader, row source.Row) (bool, error) {
 	n := len(def.fast)
+	var tmp [80]byte // a formatted value, before it goes to r.text
 	nulls := r.data[r.pos : r.pos+(n+7)/8]
 	r.pos += (n + 7) / 8
 	for i := range def.fast {
@@ -342,42 +363,41 @@ func (def *tableDef) fastImage(r *imageReader, row source.Row) (bool, error) {
 		case opDouble:
 			v = math.Float64frombits(binary.LittleEndian.Uint64(d))
 		case opDecimal:
-			s, m, ok := decodeDecimal(d, c.prec, c.dec)
+			s, m, ok := decodeDecimal(tmp[:0], d, c.prec, c.dec)
 			if !ok {
 				return false, nil
 			}
-			v, size = source.Decimal(s), m
+			v, size = source.Decimal(r.text.str(s)), m
 		case opDate:
 			u := uint64(d[0]) | uint64(d[1])<<8 | uint64(d[2])<<16
 			if u == 0 {
 				v = source.Date("0000-00-00")
 				break
 			}
-			var b [16]byte
-			out := appendPadded(b[:0], u/(16*32), 4)
+			out := appendPadded(tmp[:0], u/(16*32), 4)
 			out = append(out, '-')
 			out = appendPadded(out, u/32%16, 2)
 			out = append(out, '-')
 			out = appendPadded(out, u%32, 2)
-			v = source.Date(out)
+			v = source.Date(r.text.str(out))
 		case opDateTime2:
-			s, ok := decodeDateTime2(d, c.dec)
+			s, ok := decodeDateTime2(tmp[:0], d, c.dec)
 			if !ok {
 				return false, nil
 			}
-			v = source.DateTime(s)
+			v = source.DateTime(r.text.str(s))
 		case opTimestamp2:
-			s, ok := decodeTimestamp2(d, c.dec)
+			s, ok := decodeTimestamp2(tmp[:0], d, c.dec)
 			if !ok {
 				return false, nil
 			}
-			v = source.Timestamp(s)
+			v = source.Timestamp(r.text.str(s))
 		case opTime2:
-			s, ok := decodeTime2(d, c.dec)
+			s, ok := decodeTime2(tmp[:0], d, c.dec)
 			if !ok {
 				return false, nil
 			}
-			v = source.Time(s)
+			v = source.Time(r.text.str(s))
 		case opBit:
 			var u uint64
 			for _, x := range d[:c.size] {
@@ -505,20 +525,19 @@ func fracOf(d []byte, dec int) uint64 {
 }
 
 // decodeDateTime2 is go-mysql's decodeDatetime2 with ParseTime off.
-func decodeDateTime2(d []byte, dec int) (string, bool) {
+func decodeDateTime2(b []byte, d []byte, dec int) ([]byte, bool) {
 	intPart := int64(beUint(d[:5])) - 0x8000000000
 	frac := fracOf(d[5:], dec)
 	if frac > 999999 || intPart < 0 {
-		return "", false
+		return nil, false
 	}
-	var b [32]byte
 	if intPart == 0 {
-		return string(appendFrac(append(b[:0], "0000-00-00 00:00:00"...), frac, dec)), true
+		return appendFrac(append(b, "0000-00-00 00:00:00"...), frac, dec), true
 	}
 	ymd := uint64(intPart) >> 17
 	ym := ymd >> 5
 	hms := uint64(intPart) % (1 << 17)
-	out := appendPadded(b[:0], ym/13, 4)
+	out := appendPadded(b, ym/13, 4)
 	out = append(out, '-')
 	out = appendPadded(out, ym%13, 2)
 	out = append(out, '-')
@@ -529,25 +548,24 @@ func decodeDateTime2(d []byte, dec int) (string, bool) {
 	out = appendPadded(out, (hms>>6)%(1<<6), 2)
 	out = append(out, ':')
 	out = appendPadded(out, hms%(1<<6), 2)
-	return string(appendFrac(out, frac, dec)), true
+	return appendFrac(out, frac, dec), true
 }
 
 // decodeTimestamp2 is go-mysql's decodeTimestamp2, formatted in UTC as
 // its fracTime does (time.Format truncates to dec digits).
-func decodeTimestamp2(d []byte, dec int) (string, bool) {
+func decodeTimestamp2(b []byte, d []byte, dec int) ([]byte, bool) {
 	sec := int64(binary.BigEndian.Uint32(d))
 	usec := fracOf(d[4:], dec)
 	if usec > 999999 {
-		return "", false
+		return nil, false
 	}
-	var b [32]byte
 	if sec == 0 {
-		return string(appendFrac(append(b[:0], "0000-00-00 00:00:00"...), usec, dec)), true
+		return appendFrac(append(b, "0000-00-00 00:00:00"...), usec, dec), true
 	}
 	t := time.Unix(sec, int64(usec)*1000).UTC()
 	year, month, day := t.Date()
 	hour, minute, second := t.Clock()
-	out := appendPadded(b[:0], uint64(year), 4)
+	out := appendPadded(b, uint64(year), 4)
 	out = append(out, '-')
 	out = appendPadded(out, uint64(month), 2)
 	out = append(out, '-')
@@ -558,11 +576,11 @@ func decodeTimestamp2(d []byte, dec int) (string, bool) {
 	out = appendPadded(out, uint64(minute), 2)
 	out = append(out, ':')
 	out = appendPadded(out, uint64(second), 2)
-	return string(appendFrac(out, uint64(t.Nanosecond()/1000), dec)), true
+	return appendFrac(out, uint64(t.Nanosecond()/1000), dec), true
 }
 
 // decodeTime2 is go-mysql's decodeTime2 and timeFormat.
-func decodeTime2(d []byte, dec int) (string, bool) {
+func decodeTime2(b []byte, d []byte, dec int) ([]byte, bool) {
 	const intOfs, ofs = 0x800000, 0x800000000000
 	var tmp, intPart, frac int64
 	switch dec {
@@ -590,10 +608,9 @@ func decodeTime2(d []byte, dec int) (string, bool) {
 		tmp = intPart << 24
 	}
 	if dec < 5 && intPart == 0 && frac == 0 {
-		return "00:00:00", true
+		return append(b, "00:00:00"...), true
 	}
-	var b [32]byte
-	out := b[:0]
+	out := b
 	if tmp < 0 {
 		tmp = -tmp
 		out = append(out, '-')
@@ -601,7 +618,7 @@ func decodeTime2(d []byte, dec int) (string, bool) {
 	hms := tmp >> 24
 	secPart := tmp % (1 << 24)
 	if secPart > 999999 {
-		return "", false
+		return nil, false
 	}
 	out = appendPadded(out, uint64((hms>>12)%(1<<10)), 2)
 	out = append(out, ':')
@@ -610,11 +627,11 @@ func decodeTime2(d []byte, dec int) (string, bool) {
 	out = appendPadded(out, uint64(hms%(1<<6)), 2)
 	if secPart != 0 {
 		if dec == 0 {
-			return "", false // go-mysql would cut the string short
+			return nil, false // go-mysql would cut the string short
 		}
 		out = appendFrac(out, uint64(secPart), dec)
 	}
-	return string(out), true
+	return out, true
 }
 
 // decimalBytes is how many bytes a group of 0..9 decimal digits takes.
@@ -624,7 +641,7 @@ var decimalBytes = [10]int{0, 1, 1, 2, 2, 3, 3, 4, 4, 4}
 // a "-" when negative, the integer part without leading zeros ("0" when
 // zero), and when scale > 0 a "." and exactly scale digits. It returns the
 // value's size in bytes; ok is false for a group outside its digits' range.
-func decodeDecimal(d []byte, prec, scale int) (string, int, bool) {
+func decodeDecimal(b []byte, d []byte, prec, scale int) ([]byte, int, bool) {
 	intDigits := prec - scale
 	intFull, intRest := intDigits/9, intDigits%9
 	fracFull, fracRest := scale/9, scale%9
@@ -650,8 +667,7 @@ func decodeDecimal(d []byte, prec, scale int) (string, int, bool) {
 		pos += nbytes
 		return v
 	}
-	var buf [80]byte
-	out := buf[:0]
+	out := b
 	if neg {
 		out = append(out, '-')
 	}
@@ -659,7 +675,7 @@ func decodeDecimal(d []byte, prec, scale int) (string, int, bool) {
 	if intRest > 0 {
 		v := group(decimalBytes[intRest])
 		if v >= pow10[intRest] {
-			return "", 0, false
+			return nil, 0, false
 		}
 		if v != 0 {
 			out = strconv.AppendUint(out, v, 10)
@@ -669,7 +685,7 @@ func decodeDecimal(d []byte, prec, scale int) (string, int, bool) {
 	for range intFull {
 		v := group(4)
 		if v > 999999999 {
-			return "", 0, false
+			return nil, 0, false
 		}
 		switch {
 		case !leading:
@@ -687,19 +703,19 @@ func decodeDecimal(d []byte, prec, scale int) (string, int, bool) {
 		for range fracFull {
 			v := group(4)
 			if v > 999999999 {
-				return "", 0, false
+				return nil, 0, false
 			}
 			out = appendPadded(out, v, 9)
 		}
 		if fracRest > 0 {
 			v := group(decimalBytes[fracRest])
 			if v >= pow10[fracRest] {
-				return "", 0, false
+				return nil, 0, false
 			}
 			out = appendPadded(out, v, fracRest)
 		}
 	}
-	return string(out), size, true
+	return out, size, true
 }
 
 var pow10 = [10]uint64{1, 10, 100, 1000, 10000, 100000, 1000000, 10000000, 100000000, 1000000000}
