@@ -134,6 +134,14 @@ func NewTransport(k config.Kafka) (*kafkago.Transport, error) {
 // in-sync replica, partition by murmur2 of the key as Kafka's Java client
 // does (so one row's events stay in one partition, in order), batches sent
 // as soon as a write hands them over.
+//
+// BatchTimeout is how long kafka-go holds a partition's last, partly filled
+// batch of a WriteMessages call for messages of a later call. regiond makes
+// one call at a time and waits for it, so nothing more can come: the wait
+// was dead time in every call (a millisecond per call of a few thousand
+// messages). kafka-go adds a call's messages to a partition's batch under
+// that partition's lock, which the expiry also takes, so a batch still
+// holds every message of the call that fits it when it leaves.
 func NewWriter(k config.Kafka, transport *kafkago.Transport) *kafkago.Writer {
 	return &kafkago.Writer{
 		Addr:         kafkago.TCP(k.Brokers...),
@@ -144,7 +152,7 @@ func NewWriter(k config.Kafka, transport *kafkago.Transport) *kafkago.Writer {
 		// near what fits BatchBytes (1 MiB, the brokers' default limit).
 		BatchSize:    4096,
 		BatchBytes:   1 << 20,
-		BatchTimeout: time.Millisecond,
+		BatchTimeout: time.Microsecond,
 		WriteTimeout: 30 * time.Second,
 		ReadTimeout:  30 * time.Second,
 		Transport:    transport,
@@ -352,7 +360,7 @@ func (s *Sink) encode(ctx context.Context, in <-chan source.Txn, out chan<- batc
 			case msgs := <-free:
 				cur = batch{msgs: msgs}
 			default:
-				cur = batch{msgs: make([]kafkago.Message, 0, len(cur.msgs))}
+				cur = batch{msgs: make([]kafkago.Message, 0, s.cfg.BatchMessages)}
 			}
 		case txn, ok := <-recv:
 			if !ok {
