@@ -115,19 +115,50 @@ func normDecimal(s string) string {
 // the image is absent), in the value mapping of source.AppendJSONValue.
 // now is the top-level ts_ms: when regiond made the event.
 func (o Origin) AppendValue(b []byte, e *Event, now time.Time) []byte {
-	b = append(b, `{"before":`...)
-	b = appendRow(b, e.Table, e.Before)
-	b = append(b, `,"after":`...)
-	b = appendRow(b, e.Table, e.After)
-	b = append(b, `,"source":{"region":`...)
+	return o.tableJSON(e.Table).appendValue(b, e, now)
+}
+
+// tableJSON holds the parts of the envelopes of one table's events that are
+// the same in every event, already in JSON: the column names of the images
+// and the source block up to pos. Building them once per table instead of
+// once per event leaves only the values to escape.
+type tableJSON struct {
+	table *source.Table
+	// names[i] is `"<column i>":`, after a comma for i > 0.
+	names []string
+	// source is `,"source":{"region":…,"engine":…,"db":…,"table":…,"pos":`.
+	source string
+}
+
+func (o Origin) tableJSON(t *source.Table) *tableJSON {
+	tj := &tableJSON{table: t, names: make([]string, len(t.Columns))}
+	for i, c := range t.Columns {
+		var b []byte
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendText(b, c.Name)
+		tj.names[i] = string(append(b, ':'))
+	}
+	b := append([]byte(nil), `,"source":{"region":`...)
 	b = appendText(b, o.Region)
 	b = append(b, `,"engine":`...)
 	b = appendText(b, o.Engine)
 	b = append(b, `,"db":`...)
 	b = appendText(b, o.DB)
 	b = append(b, `,"table":`...)
-	b = appendText(b, e.Table.Name)
-	b = append(b, `,"pos":`...)
+	b = appendText(b, t.Name)
+	tj.source = string(append(b, `,"pos":`...))
+	return tj
+}
+
+// appendValue is Origin.AppendValue for an event of tj's table.
+func (tj *tableJSON) appendValue(b []byte, e *Event, now time.Time) []byte {
+	b = append(b, `{"before":`...)
+	b = tj.appendRow(b, e.Before)
+	b = append(b, `,"after":`...)
+	b = tj.appendRow(b, e.After)
+	b = append(b, tj.source...)
 	b = appendText(b, e.Pos)
 	b = append(b, `,"ts_ms":`...)
 	b = strconv.AppendInt(b, e.Commit.UnixMilli(), 10)
@@ -141,17 +172,13 @@ func (o Origin) AppendValue(b []byte, e *Event, now time.Time) []byte {
 }
 
 // appendRow is source.RowJSON without its allocations.
-func appendRow(b []byte, t *source.Table, row source.Row) []byte {
+func (tj *tableJSON) appendRow(b []byte, row source.Row) []byte {
 	if row == nil {
 		return append(b, "null"...)
 	}
 	b = append(b, '{')
-	for i, c := range t.Columns {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = appendText(b, c.Name)
-		b = append(b, ':')
+	for i, name := range tj.names {
+		b = append(b, name...)
 		if i < len(row) {
 			b = appendValue(b, row[i])
 		} else {

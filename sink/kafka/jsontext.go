@@ -64,6 +64,13 @@ func appendText(b []byte, s string) []byte {
 	b = append(b, '"')
 	start := 0
 	for i := 0; i < len(s); {
+		// Skip runs of plain ASCII eight bytes at a time: most text is.
+		for i+8 <= len(s) && plain8(s[i:i+8]) {
+			i += 8
+		}
+		if i >= len(s) {
+			break
+		}
 		c := s[i]
 		if c < utf8.RuneSelf {
 			if c >= 0x20 && c != '"' && c != '\\' {
@@ -106,4 +113,20 @@ func appendText(b []byte, s string) []byte {
 	}
 	b = append(b, s[start:]...)
 	return append(b, '"')
+}
+
+// plain8 reports whether each of the 8 bytes of s is ASCII that a JSON
+// string holds as it is: not below 0x20, not '"', not '\\', not >= 0x80.
+// The tests for "some byte below n" and "some byte zero" are exact as
+// yes/no answers for the word as a whole, which is all that is asked.
+func plain8(s string) bool {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	w := uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 |
+		uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
+	control := (w - 0x20*ones) &^ w
+	q := w ^ ('"' * ones)
+	quote := (q - ones) &^ q
+	bs := w ^ ('\\' * ones)
+	backslash := (bs - ones) &^ bs
+	return (control|quote|backslash|w)&highs == 0
 }

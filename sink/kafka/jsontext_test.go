@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/regiond/regiond/source"
 )
@@ -13,6 +14,13 @@ import (
 // decodes back to it (invalid UTF-8 as U+FFFD, as encoding/json does).
 func TestAppendTextRoundTrip(t *testing.T) {
 	cases := []string{"", "plain", `q"uote\back`, "tab\tnl\ncr\r\x00\x01\x1f\x7f", "😀 中文 Ünï", "\u2028\u2029", "bad\xff\xfeutf8", "<html>&"}
+	// Every special byte at every place of a run long enough for the
+	// eight-byte skipping.
+	for _, special := range []string{"\x00", "\x1f", "\"", "\\", "\x7f", "\x80", "é", "\u2028", "😀", "\xff", " ", "~"} {
+		for i := range 20 {
+			cases = append(cases, strings.Repeat("a", i)+special+strings.Repeat("b", 19-i))
+		}
+	}
 	rng := rand.New(rand.NewPCG(1, 2))
 	for range 2000 {
 		b := make([]byte, rng.IntN(40))
@@ -23,6 +31,9 @@ func TestAppendTextRoundTrip(t *testing.T) {
 	}
 	for _, s := range cases {
 		out := appendText(nil, s)
+		if ref := referenceAppendText(nil, s); string(out) != string(ref) {
+			t.Fatalf("appendText(%q) = %s, the byte-at-a-time encoder gives %s", s, out, ref)
+		}
 		var got string
 		if err := json.Unmarshal(out, &got); err != nil {
 			t.Fatalf("appendText(%q) = %s: not JSON: %v", s, out, err)
@@ -50,4 +61,54 @@ func TestAppendValueMatchesMapping(t *testing.T) {
 			t.Errorf("appendValue(%#v) = %s, source.AppendJSONValue gives %s", v, got, want)
 		}
 	}
+}
+
+// referenceAppendText is appendText without the eight-byte skipping: the
+// output must be the same byte for byte.
+func referenceAppendText(b []byte, s string) []byte {
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
 }

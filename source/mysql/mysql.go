@@ -6,11 +6,13 @@ package mysql
 import (
 	"context"
 	"database/sql"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	gomysql "github.com/go-mysql-org/go-mysql/mysql"
@@ -51,6 +53,10 @@ type Reader struct {
 	logger *slog.Logger
 	db     *sql.DB
 	ends   ends // binlog coordinates of recent transaction ends (LagBytes)
+	// slowDecode turns the fast row-image decoder off (tests compare both).
+	slowDecode bool
+	// fastRows counts the row images the fast decoder decoded (tests).
+	fastRows atomic.Int64
 }
 
 var _ source.Source = (*Reader)(nil)
@@ -162,6 +168,8 @@ func (r *Reader) Read(ctx context.Context, from checkpoint.Position, out chan<- 
 		DisableRetrySync:        true,
 		EventCacheCount:         4096,
 		Logger:                  slog.New(slog.NewTextHandler(io.Discard, nil)),
+		// Row images are decoded by the reader, see rowimage.go.
+		RowsEventDecodeFunc: deferRowsDecode,
 	})
 	defer syncer.Close()
 
@@ -176,6 +184,7 @@ func (r *Reader) Read(ctx context.Context, from checkpoint.Position, out chan<- 
 		tables: map[uint64]*tableDef{},
 		logger: r.logger,
 		ends:   &r.ends,
+		reader: r,
 	}
 	for {
 		ev, err := streamer.GetEvent(ctx)
@@ -255,7 +264,7 @@ func (r *Reader) preflight(ctx context.Context) error {
 // tableDef caches the decoded definition of a table map, and how to turn
 // raw values into source values.
 type tableDef struct {
-	sig   string // column types + names: a changed definition gets a new def
+	sig   string // appendTableSig: a changed definition gets a new def
 	table *source.Table
 	enums map[int][]string
 	sets  map[int][]string
@@ -269,6 +278,10 @@ type tableDef struct {
 	// trailing zero bytes the column stores, a read returns them.
 	pad  map[int]int
 	keep bool // a configured table of the configured database
+	// fast is the plan of the fast row-image decoder (rowimage.go), nil
+	// when a column needs go-mysql's.
+	fast []fastCol
+	tm   *replication.TableMapEvent // the table map event def was made from
 }
 
 // kind is how a column's raw go-mysql value becomes a canonical value.
@@ -328,6 +341,7 @@ type decoder struct {
 	file   string
 	logPos uint32
 	ends   *ends
+	reader *Reader // for slowDecode and fastRows
 
 	inTxn      bool
 	standalone bool // MariaDB: a GTID event of a single-statement (DDL) transaction
@@ -340,12 +354,71 @@ type decoder struct {
 	commitTS   uint32
 	txnID      string // GTID of the transaction, for Change.TxnID
 	changes    []source.Change
+	lastLen    int // changes in the previous transaction: a capacity hint
+	sig        []byte
+	text       textArena // formatted values of the fast row decoder
+}
+
+// appendTableSig appends everything of a table map that decoding depends on:
+// names, types, type metadata (lengths, precisions, widths), signedness,
+// charsets, ENUM and SET values, the primary key. A table map that differs in
+// any of these (an ALTER TABLE under the same table id) gets a new tableDef.
+func appendTableSig(b []byte, tm *replication.TableMapEvent) []byte {
+	bytes := func(p []byte) {
+		b = binary.AppendUvarint(b, uint64(len(p)))
+		b = append(b, p...)
+	}
+	ints := func(v []uint64) {
+		b = binary.AppendUvarint(b, uint64(len(v)))
+		for _, x := range v {
+			b = binary.AppendUvarint(b, x)
+		}
+	}
+	strs := func(vs [][][]byte) {
+		b = binary.AppendUvarint(b, uint64(len(vs)))
+		for _, v := range vs {
+			b = binary.AppendUvarint(b, uint64(len(v)))
+			for _, x := range v {
+				bytes(x)
+			}
+		}
+	}
+	bytes(tm.Schema)
+	bytes(tm.Table)
+	bytes(tm.ColumnType)
+	b = binary.AppendUvarint(b, uint64(len(tm.ColumnMeta)))
+	for _, m := range tm.ColumnMeta {
+		b = binary.LittleEndian.AppendUint16(b, m)
+	}
+	bytes(tm.NullBitmap)
+	bytes(tm.SignednessBitmap)
+	ints(tm.DefaultCharset)
+	ints(tm.ColumnCharset)
+	strs(tm.SetStrValue)
+	strs(tm.EnumStrValue)
+	strs([][][]byte{tm.ColumnName})
+	ints(tm.GeometryType)
+	ints(tm.PrimaryKey)
+	ints(tm.PrimaryKeyPrefix)
+	ints(tm.EnumSetDefaultCharset)
+	ints(tm.EnumSetColumnCharset)
+	bytes(tm.VisibilityBitmap)
+	return b
 }
 
 func (d *decoder) begin(ts uint32) {
 	d.inTxn, d.decided, d.skip, d.sentChunk = true, false, false, false
 	d.commitTS = ts
 	d.changes = nil
+}
+
+// appendChange adds c to the transaction being read, sizing a new slice of
+// changes like the previous transaction's.
+func (d *decoder) appendChange(c source.Change) {
+	if d.changes == nil {
+		d.changes = make([]source.Change, 0, min(max(d.lastLen, 16), d.cfg.ChunkChanges))
+	}
+	d.changes = append(d.changes, c)
 }
 
 // event consumes one binlog event and returns a transaction (or a chunk of
@@ -427,6 +500,7 @@ func (d *decoder) commit() (source.Txn, bool, error) {
 	if d.skip {
 		txn.Changes = nil
 	}
+	d.lastLen = len(d.changes)
 	d.changes = nil
 	if d.ends != nil && d.file != "" && d.logPos > 0 {
 		d.ends.add(txn.End.String(), binlogCoord{d.file, d.logPos})
@@ -435,21 +509,18 @@ func (d *decoder) commit() (source.Txn, bool, error) {
 }
 
 func (d *decoder) def(tm *replication.TableMapEvent) (*tableDef, error) {
-	var sig strings.Builder
-	sig.Write(tm.Schema)
-	sig.WriteByte('.')
-	sig.Write(tm.Table)
-	sig.WriteByte(0)
-	sig.Write(tm.ColumnType)
-	for _, n := range tm.ColumnName {
-		sig.WriteByte(0)
-		sig.Write(n)
+	// go-mysql makes a table map event per statement; the rows events of
+	// one statement share it.
+	if def, ok := d.tables[tm.TableID]; ok && def.tm == tm {
+		return def, nil
 	}
-	if def, ok := d.tables[tm.TableID]; ok && def.sig == sig.String() {
+	d.sig = appendTableSig(d.sig[:0], tm)
+	if def, ok := d.tables[tm.TableID]; ok && def.sig == string(d.sig) {
+		def.tm = tm
 		return def, nil
 	}
 	name := string(tm.Table)
-	def := &tableDef{sig: sig.String()}
+	def := &tableDef{sig: string(d.sig), tm: tm}
 	def.keep = string(tm.Schema) == d.cfg.Conn.Database && d.cfg.Tables[name]
 	if def.keep || name == MarkerTable {
 		if len(tm.ColumnName) == 0 {
@@ -503,6 +574,7 @@ func (d *decoder) def(tm *replication.TableMapEvent) (*tableDef, error) {
 				def.text[i] = nil
 			}
 		}
+		def.fast = def.fastColumns(tm, unsigned)
 	}
 	d.tables[tm.TableID] = def
 	return def, nil
@@ -523,35 +595,23 @@ func (d *decoder) rows(et replication.EventType, e *replication.RowsEvent) (sour
 	if d.skip || !def.keep {
 		return source.Txn{}, false, nil
 	}
-	if len(e.SkippedColumns) > 0 {
-		for _, s := range e.SkippedColumns {
-			if len(s) > 0 {
-				return source.Txn{}, false, fmt.Errorf("%w: region %s: table %s: the binlog row image is not full; set binlog_row_image=FULL on the server",
-					ErrUnsupported, d.cfg.Region, def.table.Name)
-			}
-		}
+	rows, err := d.decodeRows(et, def, e)
+	if err != nil {
+		return source.Txn{}, false, err
 	}
 	t := def.table
-	rows := make([]source.Row, len(e.Rows))
-	for i, r := range e.Rows {
-		row, err := def.convert(r)
-		if err != nil {
-			return source.Txn{}, false, fmt.Errorf("%w: region %s: %v", ErrUnsupported, d.cfg.Region, err)
-		}
-		rows[i] = row
-	}
 	switch e.Type() {
 	case replication.EnumRowsEventTypeInsert:
 		for _, r := range rows {
-			d.changes = append(d.changes, source.Change{Table: t, Op: source.Insert, After: r, TxnID: d.txnID})
+			d.appendChange(source.Change{Table: t, Op: source.Insert, After: r, TxnID: d.txnID})
 		}
 	case replication.EnumRowsEventTypeDelete:
 		for _, r := range rows {
-			d.changes = append(d.changes, source.Change{Table: t, Op: source.Delete, Before: r, TxnID: d.txnID})
+			d.appendChange(source.Change{Table: t, Op: source.Delete, Before: r, TxnID: d.txnID})
 		}
 	case replication.EnumRowsEventTypeUpdate:
 		for i := 0; i+1 < len(rows); i += 2 {
-			d.changes = append(d.changes, source.Change{Table: t, Op: source.Update, Before: rows[i], After: rows[i+1], TxnID: d.txnID})
+			d.appendChange(source.Change{Table: t, Op: source.Update, Before: rows[i], After: rows[i+1], TxnID: d.txnID})
 		}
 	default:
 		return source.Txn{}, false, fmt.Errorf("region %s: table %s: unknown rows event %v", d.cfg.Region, t.Name, et)
@@ -564,6 +624,44 @@ func (d *decoder) rows(et replication.EventType, e *replication.RowsEvent) (sour
 		return txn, true, nil
 	}
 	return source.Txn{}, false, nil
+}
+
+// decodeRows decodes the row images of e: with the fast decoder when the
+// table's columns and the event allow it, else with go-mysql and convert.
+func (d *decoder) decodeRows(et replication.EventType, def *tableDef, e *replication.RowsEvent) ([]source.Row, error) {
+	raw, ok := takeImages(e)
+	if !ok {
+		return nil, fmt.Errorf("region %s: table %s: rows event without its row images", d.cfg.Region, def.table.Name)
+	}
+	if def.fast != nil && !d.reader.slowDecode {
+		rows, ok, err := def.fastRows(et, e, raw, &d.text)
+		if err != nil {
+			return nil, fmt.Errorf("%w: region %s: %v", ErrUnsupported, d.cfg.Region, err)
+		}
+		if ok {
+			d.reader.fastRows.Add(int64(len(rows)))
+			return rows, nil
+		}
+	}
+	e.Rows = nil
+	if err := e.DecodeData(raw.pos, raw.data); err != nil {
+		return nil, fmt.Errorf("region %s: table %s: decode rows event: %w", d.cfg.Region, def.table.Name, err)
+	}
+	for _, s := range e.SkippedColumns {
+		if len(s) > 0 {
+			return nil, fmt.Errorf("%w: region %s: table %s: the binlog row image is not full; set binlog_row_image=FULL on the server",
+				ErrUnsupported, d.cfg.Region, def.table.Name)
+		}
+	}
+	rows := make([]source.Row, len(e.Rows))
+	for i, r := range e.Rows {
+		row, err := def.convert(r)
+		if err != nil {
+			return nil, fmt.Errorf("%w: region %s: %v", ErrUnsupported, d.cfg.Region, err)
+		}
+		rows[i] = row
+	}
+	return rows, nil
 }
 
 // convert turns one raw go-mysql row into canonical values, in place (see

@@ -1,0 +1,721 @@
+package mysql
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"strconv"
+	"time"
+	"unsafe"
+
+	gomysql "github.com/go-mysql-org/go-mysql/mysql"
+	"github.com/go-mysql-org/go-mysql/replication"
+	"golang.org/x/text/encoding"
+
+	"github.com/regiond/regiond/source"
+)
+
+// Row images are decoded here rather than by go-mysql, for the column types
+// that make up nearly every table, because go-mysql's decoding was most of
+// the reader's CPU: it boxes every value in a go-mysql type, formats every
+// DATETIME with fmt.Sprintf, rebuilds the table's signedness map for every
+// row, and convert then boxes each value a second time.
+//
+// The fast path is defined as "exactly what go-mysql's decoding followed by
+// tableDef.convert returns", not by MySQL's documentation: each case below
+// repeats go-mysql v1.16's arithmetic and formatting (ParseTime off,
+// TimestampStringLocation UTC, UseDecimal off) and then what convert does
+// with the result. Anything it does not handle in exactly that way — a
+// column type not listed in fastColumn, a value outside what the server
+// writes (a fraction of more than six digits, a decimal group above
+// 999,999,999), a partial row image, a compressed event — makes it decline,
+// and the event is decoded by go-mysql and convert as before.
+// TestFastDecodeMatchesGoMySQL (fastdecode_test.go) reads the same binlog
+// both ways, over every type and the edge values of each, and fails on any
+// difference in a value or its Go type.
+
+// rawImages carries a rows event's undecoded row images from go-mysql's
+// parsing goroutine to the reader. It is the only element of the event's
+// Rows until the reader decodes them.
+type rawImages struct {
+	data []byte // the event's body: post-header, payload, no checksum
+	pos  int    // where the first row image starts in data
+}
+
+// deferRowsDecode is go-mysql's RowsEventDecodeFunc: it decodes only the
+// header, which resolves the table map (go-mysql keeps its table maps in the
+// parsing goroutine), and leaves the row images to the reader. The reader
+// then decodes only the events of configured tables, and those of
+// transactions it does not skip. data is the event's own buffer (go-mysql
+// reads every packet into a new one), so keeping it is safe.
+func deferRowsDecode(e *replication.RowsEvent, data []byte) error {
+	pos, err := e.DecodeHeader(data)
+	if err != nil {
+		return err
+	}
+	e.Rows = [][]any{{rawImages{data: data, pos: pos}}}
+	return nil
+}
+
+// takeImages returns the raw images deferRowsDecode left in e.
+func takeImages(e *replication.RowsEvent) (rawImages, bool) {
+	if len(e.Rows) != 1 || len(e.Rows[0]) != 1 {
+		return rawImages{}, false
+	}
+	raw, ok := e.Rows[0][0].(rawImages)
+	return raw, ok
+}
+
+// fastOp is how fastImage decodes one column.
+type fastOp uint8
+
+const (
+	opInt        fastOp = iota + 1 // signed little-endian integer of size bytes
+	opUint                         // unsigned little-endian integer of size bytes
+	opYear                         // one byte, years since 1900 (0 stays 0)
+	opFloat                        // float32
+	opDouble                       // float64
+	opDecimal                      // NEWDECIMAL(prec, scale)
+	opDate                         // 3-byte DATE
+	opDateTime2                    // DATETIME(dec), 5.6 format
+	opTimestamp2                   // TIMESTAMP(dec), 5.6 format
+	opTime2                        // TIME(dec), 5.6 format
+	opString                       // length-prefixed bytes (size: prefix bytes)
+	opEnum                         // ENUM index of size bytes
+	opSet                          // SET bits of size bytes
+	opBit                          // BIT, big-endian in size bytes
+)
+
+// fastCol is the plan for one column of a fast-decodable table.
+type fastCol struct {
+	op   fastOp
+	size int // value width, or length-prefix width for opString
+	// dec is the fractional digits of a temporal type, the scale of a
+	// decimal.
+	dec, prec int
+	bits      int // BIT width
+	// text: character data, returned as a UTF-8 string (through conv when
+	// the charset is not UTF-8); otherwise binary, []byte padded to pad.
+	text  bool
+	conv  *encoding.Decoder
+	pad   int
+	names []string // ENUM/SET value names
+}
+
+// fastColumns returns the plan for every column of def's table map, or nil
+// when a column is of a type the fast path leaves to go-mysql.
+func (def *tableDef) fastColumns(tm *replication.TableMapEvent, unsigned map[int]bool) []fastCol {
+	cols := make([]fastCol, len(tm.ColumnType))
+	for i, tp := range tm.ColumnType {
+		c, ok := def.fastColumn(i, tp, tm.ColumnMeta[i], unsigned[i])
+		if !ok {
+			return nil
+		}
+		cols[i] = c
+	}
+	return cols
+}
+
+func (def *tableDef) fastColumn(i int, tp byte, meta uint16, unsigned bool) (fastCol, bool) {
+	op := opInt
+	if unsigned {
+		op = opUint
+	}
+	switch tp {
+	case gomysql.MYSQL_TYPE_TINY:
+		return fastCol{op: op, size: 1}, true
+	case gomysql.MYSQL_TYPE_SHORT:
+		return fastCol{op: op, size: 2}, true
+	case gomysql.MYSQL_TYPE_INT24:
+		return fastCol{op: op, size: 3}, true
+	case gomysql.MYSQL_TYPE_LONG:
+		return fastCol{op: op, size: 4}, true
+	case gomysql.MYSQL_TYPE_LONGLONG:
+		return fastCol{op: op, size: 8}, true
+	case gomysql.MYSQL_TYPE_YEAR:
+		return fastCol{op: opYear, size: 1}, true
+	case gomysql.MYSQL_TYPE_FLOAT:
+		return fastCol{op: opFloat, size: 4}, true
+	case gomysql.MYSQL_TYPE_DOUBLE:
+		return fastCol{op: opDouble, size: 8}, true
+	case gomysql.MYSQL_TYPE_NEWDECIMAL:
+		prec, scale := int(meta>>8), int(meta&0xff)
+		if prec < 1 || prec > 65 || scale > 30 || scale > prec {
+			return fastCol{}, false
+		}
+		return fastCol{op: opDecimal, prec: prec, dec: scale}, true
+	case gomysql.MYSQL_TYPE_DATE:
+		return fastCol{op: opDate, size: 3}, true
+	case gomysql.MYSQL_TYPE_DATETIME2, gomysql.MYSQL_TYPE_TIMESTAMP2, gomysql.MYSQL_TYPE_TIME2:
+		if meta > 6 {
+			return fastCol{}, false
+		}
+		dec := int(meta)
+		switch tp {
+		case gomysql.MYSQL_TYPE_DATETIME2:
+			return fastCol{op: opDateTime2, size: 5 + (dec+1)/2, dec: dec}, true
+		case gomysql.MYSQL_TYPE_TIMESTAMP2:
+			return fastCol{op: opTimestamp2, size: 4 + (dec+1)/2, dec: dec}, true
+		}
+		return fastCol{op: opTime2, size: 3 + (dec+1)/2, dec: dec}, true
+	case gomysql.MYSQL_TYPE_BIT:
+		nbits := int(meta>>8)*8 + int(meta&0xff)
+		n := (nbits + 7) / 8
+		if nbits < 1 || n > 8 || nbits != def.bits[i] {
+			return fastCol{}, false
+		}
+		return fastCol{op: opBit, size: n, bits: nbits}, true
+	case gomysql.MYSQL_TYPE_VARCHAR, gomysql.MYSQL_TYPE_VAR_STRING:
+		return def.stringColumn(i, int(meta))
+	case gomysql.MYSQL_TYPE_BLOB:
+		if meta < 1 || meta > 4 {
+			return fastCol{}, false
+		}
+		c, ok := def.stringColumn(i, 0)
+		c.size = int(meta)
+		return c, ok
+	case gomysql.MYSQL_TYPE_STRING:
+		// go-mysql's unpacking of the real type and the maximum length.
+		real, length := tp, int(meta)
+		if meta >= 256 {
+			b0, b1 := uint8(meta>>8), uint8(meta&0xff)
+			if b0&0x30 != 0x30 {
+				length = int(uint16(b1) | uint16((b0&0x30)^0x30)<<4)
+				real = b0 | 0x30
+			} else {
+				length = int(meta & 0xff)
+				real = b0
+			}
+		}
+		switch real {
+		case gomysql.MYSQL_TYPE_STRING:
+			return def.stringColumn(i, length)
+		case gomysql.MYSQL_TYPE_ENUM:
+			names, ok := def.enums[i]
+			n := int(meta & 0xff)
+			if !ok || (n != 1 && n != 2) {
+				return fastCol{}, false
+			}
+			return fastCol{op: opEnum, size: n, names: names}, true
+		case gomysql.MYSQL_TYPE_SET:
+			names, ok := def.sets[i]
+			n := int(meta & 0xff)
+			if !ok || n < 1 || n > 8 {
+				return fastCol{}, false
+			}
+			return fastCol{op: opSet, size: n, names: names}, true
+		}
+	}
+	return fastCol{}, false
+}
+
+// stringColumn plans a character or binary column whose values carry a
+// length prefix of one byte when its maximum length is below 256, else two.
+func (def *tableDef) stringColumn(i, maxLen int) (fastCol, bool) {
+	if _, ok := def.enums[i]; ok {
+		return fastCol{}, false
+	}
+	if _, ok := def.sets[i]; ok {
+		return fastCol{}, false
+	}
+	c := fastCol{op: opString, size: 1}
+	if maxLen >= 256 {
+		c.size = 2
+	}
+	conv, text := def.text[i]
+	c.text, c.conv, c.pad = text, conv, def.pad[i]
+	return c, true
+}
+
+// fastRows decodes the images of e with def's plan. ok is false when the
+// event is not one the plan covers; err is a value convert would reject too
+// (a character that is invalid in its column's charset).
+func (def *tableDef) fastRows(et replication.EventType, e *replication.RowsEvent, raw rawImages, text *textArena) (rows []source.Row, ok bool, err error) {
+	switch et {
+	case replication.WRITE_ROWS_EVENTv1, replication.WRITE_ROWS_EVENTv2,
+		replication.UPDATE_ROWS_EVENTv1, replication.UPDATE_ROWS_EVENTv2,
+		replication.DELETE_ROWS_EVENTv1, replication.DELETE_ROWS_EVENTv2:
+	default:
+		return nil, false, nil // compressed, partial or v0 events
+	}
+	n := len(def.fast)
+	if int(e.ColumnCount) != n || !allSet(e.ColumnBitmap1, n) {
+		return nil, false, nil
+	}
+	update := e.Type() == replication.EnumRowsEventTypeUpdate
+	if update && !allSet(e.ColumnBitmap2, n) {
+		return nil, false, nil
+	}
+	defer func() {
+		// Truncated data: go-mysql decides what that is.
+		if recover() != nil {
+			rows, ok, err = nil, false, nil
+		}
+	}()
+	data := raw.data[raw.pos:]
+	img := &imageReader{data: data, text: text}
+	// Rows share backing arrays of values, sized by the rows that seem
+	// left, judged by the size of those decoded so far.
+	var slab []any
+	for img.pos < len(data) {
+		if len(slab) < n {
+			k := 1
+			if len(rows) > 0 {
+				k = (len(data)-img.pos)/max(1, img.pos/len(rows)) + 1
+			}
+			slab = make([]any, n*min(k, 64))
+		}
+		row := source.Row(slab[:n:n])
+		slab = slab[n:]
+		ok, err := def.fastImage(img, row)
+		if !ok || err != nil {
+			return nil, ok, err
+		}
+		rows = append(rows, row)
+	}
+	if update && len(rows)%2 != 0 {
+		return nil, false, nil
+	}
+	return rows, true, nil
+}
+
+// allSet reports whether the first n bits of bitmap are set: the image
+// carries every column (binlog_row_image=FULL).
+func allSet(bitmap []byte, n int) bool {
+	if len(bitmap) < (n+7)/8 {
+		return false
+	}
+	for i := range n {
+		if bitmap[i>>3]&(1<<(uint(i)&7)) == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// imageReader walks the row images of one event.
+type imageReader struct {
+	data []byte
+	pos  int
+	text *textArena
+}
+
+// textArena holds the text of formatted values (dates, times, decimals) in
+// an append-only buffer and returns strings that view it, so that a value
+// costs no allocation of its own. Bytes once handed out are never written
+// again (a full buffer is replaced, never reused), which keeps the strings
+// immutable as Go requires. A buffer lives as long as any of its strings.
+type textArena struct{ buf []byte }
+
+func (a *textArena) str(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	if cap(a.buf)-len(a.buf) < len(b) {
+		a.buf = make([]byte, 0, max(16<<10, len(b)))
+	}
+	start := len(a.buf)
+	a.buf = append(a.buf, b...)
+	return unsafe.String(&a.buf[start], len(b))
+}
+
+// substr returns data[from:to] as a string without copying it. That is
+// sound because the event's buffer is its own (go-mysql reads each packet
+// into a new slice) and nothing writes to it after it was read: go-mysql's
+// own decoding returns strings that alias the same buffer in the same way,
+// which is what the reader kept before this decoder existed.
+func (r *imageReader) substr(from, to int) string {
+	if from == to {
+		return ""
+	}
+	return unsafe.String(&r.data[from], to-from)
+}
+
+// fastImage decodes one row image (null bitmap, then the non-null values)
+// into row.
+func (def *tableDef) fastImage(r *imageReader, row source.Row) (bool, error) {
+	n := len(def.fast)
+	var tmp [80]byte // a formatted value, before it goes to r.text
+	nulls := r.data[r.pos : r.pos+(n+7)/8]
+	r.pos += (n + 7) / 8
+	for i := range def.fast {
+		if nulls[i>>3]&(1<<(uint(i)&7)) != 0 {
+			row[i] = nil
+			continue
+		}
+		c := &def.fast[i]
+		d := r.data[r.pos:]
+		var v any
+		size := c.size
+		switch c.op {
+		case opInt:
+			v = leInt(d, c.size)
+		case opUint:
+			v = leUint(d, c.size)
+		case opYear:
+			y := int64(d[0])
+			if y != 0 {
+				y += 1900
+			}
+			v = y
+		case opFloat:
+			v = math.Float32frombits(binary.LittleEndian.Uint32(d))
+		case opDouble:
+			v = math.Float64frombits(binary.LittleEndian.Uint64(d))
+		case opDecimal:
+			s, m, ok := decodeDecimal(tmp[:0], d, c.prec, c.dec)
+			if !ok {
+				return false, nil
+			}
+			v, size = source.Decimal(r.text.str(s)), m
+		case opDate:
+			u := uint64(d[0]) | uint64(d[1])<<8 | uint64(d[2])<<16
+			if u == 0 {
+				v = source.Date("0000-00-00")
+				break
+			}
+			out := appendPadded(tmp[:0], u/(16*32), 4)
+			out = append(out, '-')
+			out = appendPadded(out, u/32%16, 2)
+			out = append(out, '-')
+			out = appendPadded(out, u%32, 2)
+			v = source.Date(r.text.str(out))
+		case opDateTime2:
+			s, ok := decodeDateTime2(tmp[:0], d, c.dec)
+			if !ok {
+				return false, nil
+			}
+			v = source.DateTime(r.text.str(s))
+		case opTimestamp2:
+			s, ok := decodeTimestamp2(tmp[:0], d, c.dec)
+			if !ok {
+				return false, nil
+			}
+			v = source.Timestamp(r.text.str(s))
+		case opTime2:
+			s, ok := decodeTime2(tmp[:0], d, c.dec)
+			if !ok {
+				return false, nil
+			}
+			v = source.Time(r.text.str(s))
+		case opBit:
+			var u uint64
+			for _, x := range d[:c.size] {
+				u = u<<8 | uint64(x)
+			}
+			v = source.BitsFromUint(u, c.bits)
+		case opEnum:
+			v = enumName(c.names, int64(leUint(d, c.size)))
+		case opSet:
+			v = setNames(c.names, int64(leUint(d, c.size)))
+		case opString:
+			var l int
+			switch c.size {
+			case 1:
+				l = int(d[0])
+			case 2:
+				l = int(binary.LittleEndian.Uint16(d))
+			case 3:
+				l = int(d[0]) | int(d[1])<<8 | int(d[2])<<16
+			case 4:
+				l = int(binary.LittleEndian.Uint32(d))
+			}
+			b := d[c.size : c.size+l]
+			size = c.size + l
+			switch {
+			case !c.text:
+				// An empty value stays non-nil: nil would be NULL.
+				v = padBinary(append(make([]byte, 0, max(l, c.pad)), b...), c.pad)
+			case c.conv == nil:
+				start := r.pos + c.size
+				v = r.substr(start, start+l)
+			default:
+				s, err := decodeText(c.conv, b)
+				if err != nil {
+					return true, fmt.Errorf("table %s column %s: %w", def.table.Name, def.table.Columns[i].Name, err)
+				}
+				v = s
+			}
+		}
+		row[i] = v
+		r.pos += size
+	}
+	return true, nil
+}
+
+func leUint(d []byte, size int) uint64 {
+	switch size {
+	case 1:
+		return uint64(d[0])
+	case 2:
+		return uint64(binary.LittleEndian.Uint16(d))
+	case 3:
+		return uint64(d[0]) | uint64(d[1])<<8 | uint64(d[2])<<16
+	case 4:
+		return uint64(binary.LittleEndian.Uint32(d))
+	}
+	var u uint64
+	for i := size - 1; i >= 0; i-- {
+		u = u<<8 | uint64(d[i])
+	}
+	return u
+}
+
+func leInt(d []byte, size int) int64 {
+	switch size {
+	case 1:
+		return int64(int8(d[0]))
+	case 2:
+		return int64(int16(binary.LittleEndian.Uint16(d)))
+	case 3:
+		u := uint32(d[0]) | uint32(d[1])<<8 | uint32(d[2])<<16
+		if u&0x800000 != 0 {
+			u |= 0xff000000
+		}
+		return int64(int32(u))
+	case 4:
+		return int64(int32(binary.LittleEndian.Uint32(d)))
+	}
+	return int64(binary.LittleEndian.Uint64(d))
+}
+
+func beUint(d []byte) uint64 {
+	var u uint64
+	for _, x := range d {
+		u = u<<8 | uint64(x)
+	}
+	return u
+}
+
+// appendPadded appends v in decimal with at least width digits, as
+// fmt's %0<width>d does for a non-negative value.
+func appendPadded(b []byte, v uint64, width int) []byte {
+	var tmp [20]byte
+	s := strconv.AppendUint(tmp[:0], v, 10)
+	for range width - len(s) {
+		b = append(b, '0')
+	}
+	return append(b, s...)
+}
+
+// appendFrac appends "." and the first dec of frac's six digits, as
+// go-mysql does (format %06d, then cut); frac must be below 10^6.
+func appendFrac(b []byte, frac uint64, dec int) []byte {
+	if dec == 0 {
+		return b
+	}
+	var tmp [8]byte
+	s := appendPadded(tmp[:0], frac, 6)
+	b = append(b, '.')
+	return append(b, s[:dec]...)
+}
+
+// fracOf reads a temporal value's fractional part as go-mysql does:
+// microseconds, from 0, 1, 2 or 3 big-endian bytes by dec.
+func fracOf(d []byte, dec int) uint64 {
+	switch dec {
+	case 1, 2:
+		return uint64(d[0]) * 10000
+	case 3, 4:
+		return uint64(binary.BigEndian.Uint16(d)) * 100
+	case 5, 6:
+		return beUint(d[:3])
+	}
+	return 0
+}
+
+// decodeDateTime2 is go-mysql's decodeDatetime2 with ParseTime off.
+func decodeDateTime2(b []byte, d []byte, dec int) ([]byte, bool) {
+	intPart := int64(beUint(d[:5])) - 0x8000000000
+	frac := fracOf(d[5:], dec)
+	if frac > 999999 || intPart < 0 {
+		return nil, false
+	}
+	if intPart == 0 {
+		return appendFrac(append(b, "0000-00-00 00:00:00"...), frac, dec), true
+	}
+	ymd := uint64(intPart) >> 17
+	ym := ymd >> 5
+	hms := uint64(intPart) % (1 << 17)
+	out := appendPadded(b, ym/13, 4)
+	out = append(out, '-')
+	out = appendPadded(out, ym%13, 2)
+	out = append(out, '-')
+	out = appendPadded(out, ymd%(1<<5), 2)
+	out = append(out, ' ')
+	out = appendPadded(out, hms>>12, 2)
+	out = append(out, ':')
+	out = appendPadded(out, (hms>>6)%(1<<6), 2)
+	out = append(out, ':')
+	out = appendPadded(out, hms%(1<<6), 2)
+	return appendFrac(out, frac, dec), true
+}
+
+// decodeTimestamp2 is go-mysql's decodeTimestamp2, formatted in UTC as
+// its fracTime does (time.Format truncates to dec digits).
+func decodeTimestamp2(b []byte, d []byte, dec int) ([]byte, bool) {
+	sec := int64(binary.BigEndian.Uint32(d))
+	usec := fracOf(d[4:], dec)
+	if usec > 999999 {
+		return nil, false
+	}
+	if sec == 0 {
+		return appendFrac(append(b, "0000-00-00 00:00:00"...), usec, dec), true
+	}
+	t := time.Unix(sec, int64(usec)*1000).UTC()
+	year, month, day := t.Date()
+	hour, minute, second := t.Clock()
+	out := appendPadded(b, uint64(year), 4)
+	out = append(out, '-')
+	out = appendPadded(out, uint64(month), 2)
+	out = append(out, '-')
+	out = appendPadded(out, uint64(day), 2)
+	out = append(out, ' ')
+	out = appendPadded(out, uint64(hour), 2)
+	out = append(out, ':')
+	out = appendPadded(out, uint64(minute), 2)
+	out = append(out, ':')
+	out = appendPadded(out, uint64(second), 2)
+	return appendFrac(out, uint64(t.Nanosecond()/1000), dec), true
+}
+
+// decodeTime2 is go-mysql's decodeTime2 and timeFormat.
+func decodeTime2(b []byte, d []byte, dec int) ([]byte, bool) {
+	const intOfs, ofs = 0x800000, 0x800000000000
+	var tmp, intPart, frac int64
+	switch dec {
+	case 1, 2:
+		intPart = int64(beUint(d[:3])) - intOfs
+		frac = int64(d[3])
+		if intPart < 0 && frac != 0 {
+			// Negative values store the fraction reversed.
+			intPart++
+			frac -= 0x100
+		}
+		tmp = intPart<<24 + frac*10000
+	case 3, 4:
+		intPart = int64(beUint(d[:3])) - intOfs
+		frac = int64(binary.BigEndian.Uint16(d[3:]))
+		if intPart < 0 && frac != 0 {
+			intPart++
+			frac -= 0x10000
+		}
+		tmp = intPart<<24 + frac*100
+	case 5, 6:
+		tmp = int64(beUint(d[:6])) - ofs
+	default:
+		intPart = int64(beUint(d[:3])) - intOfs
+		tmp = intPart << 24
+	}
+	if dec < 5 && intPart == 0 && frac == 0 {
+		return append(b, "00:00:00"...), true
+	}
+	out := b
+	if tmp < 0 {
+		tmp = -tmp
+		out = append(out, '-')
+	}
+	hms := tmp >> 24
+	secPart := tmp % (1 << 24)
+	if secPart > 999999 {
+		return nil, false
+	}
+	out = appendPadded(out, uint64((hms>>12)%(1<<10)), 2)
+	out = append(out, ':')
+	out = appendPadded(out, uint64((hms>>6)%(1<<6)), 2)
+	out = append(out, ':')
+	out = appendPadded(out, uint64(hms%(1<<6)), 2)
+	if secPart != 0 {
+		if dec == 0 {
+			return nil, false // go-mysql would cut the string short
+		}
+		out = appendFrac(out, uint64(secPart), dec)
+	}
+	return out, true
+}
+
+// decimalBytes is how many bytes a group of 0..9 decimal digits takes.
+var decimalBytes = [10]int{0, 1, 1, 2, 2, 3, 3, 4, 4, 4}
+
+// decodeDecimal decodes a NEWDECIMAL(prec, scale) into go-mysql's text:
+// a "-" when negative, the integer part without leading zeros ("0" when
+// zero), and when scale > 0 a "." and exactly scale digits. It returns the
+// value's size in bytes; ok is false for a group outside its digits' range.
+func decodeDecimal(b []byte, d []byte, prec, scale int) ([]byte, int, bool) {
+	intDigits := prec - scale
+	intFull, intRest := intDigits/9, intDigits%9
+	fracFull, fracRest := scale/9, scale%9
+	size := intFull*4 + decimalBytes[intRest] + fracFull*4 + decimalBytes[fracRest]
+	d = d[:size]
+	// The sign is the first byte's high bit (set: positive); a negative
+	// value stores every byte inverted.
+	var mask byte
+	neg := d[0]&0x80 == 0
+	if neg {
+		mask = 0xff
+	}
+	pos := 0
+	group := func(nbytes int) uint64 {
+		var v uint64
+		for k := range nbytes {
+			x := d[pos+k] ^ mask
+			if pos+k == 0 {
+				x ^= 0x80
+			}
+			v = v<<8 | uint64(x)
+		}
+		pos += nbytes
+		return v
+	}
+	out := b
+	if neg {
+		out = append(out, '-')
+	}
+	leading := true // no integer digit written yet
+	if intRest > 0 {
+		v := group(decimalBytes[intRest])
+		if v >= pow10[intRest] {
+			return nil, 0, false
+		}
+		if v != 0 {
+			out = strconv.AppendUint(out, v, 10)
+			leading = false
+		}
+	}
+	for range intFull {
+		v := group(4)
+		if v > 999999999 {
+			return nil, 0, false
+		}
+		switch {
+		case !leading:
+			out = appendPadded(out, v, 9)
+		case v != 0:
+			out = strconv.AppendUint(out, v, 10)
+			leading = false
+		}
+	}
+	if leading {
+		out = append(out, '0')
+	}
+	if scale > 0 {
+		out = append(out, '.')
+		for range fracFull {
+			v := group(4)
+			if v > 999999999 {
+				return nil, 0, false
+			}
+			out = appendPadded(out, v, 9)
+		}
+		if fracRest > 0 {
+			v := group(decimalBytes[fracRest])
+			if v >= pow10[fracRest] {
+				return nil, 0, false
+			}
+			out = appendPadded(out, v, fracRest)
+		}
+	}
+	return out, size, true
+}
+
+var pow10 = [10]uint64{1, 10, 100, 1000, 10000, 100000, 1000000, 10000000, 100000000, 1000000000}
