@@ -310,7 +310,7 @@ func (k *kafkaBench) runRaw(ctx context.Context) (phase, error) {
 	if err := res.Errors[rawTopic]; err != nil {
 		return phase{}, err
 	}
-	w := kafkasink.NewWriter(cfg, transport)
+	w := kafkasink.NewKafkaGoWriter(cfg, transport)
 	defer w.Close()
 	k.progress("raw kafka-go writer: %d messages to %s", len(k.msgs), rawTopic)
 	none := &server{}

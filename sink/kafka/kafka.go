@@ -54,7 +54,7 @@ type Sink struct {
 	cfg       Config
 	logger    *slog.Logger
 	transport *kafkago.Transport
-	writer    *kafkago.Writer
+	writer    *Writer
 }
 
 var _ pipeline.Sink = (*Sink)(nil)
@@ -130,7 +130,8 @@ func NewTransport(k config.Kafka) (*kafkago.Transport, error) {
 	return t, nil
 }
 
-// NewWriter returns the writer regiond publishes with: acks from every
+// NewKafkaGoWriter returns the kafka-go writer regiond publishes with
+// (wrapped in a Writer), over transport: acks from every
 // in-sync replica, partition by murmur2 of the key as Kafka's Java client
 // does (so one row's events stay in one partition, in order), batches sent
 // as soon as a write hands them over.
@@ -142,7 +143,7 @@ func NewTransport(k config.Kafka) (*kafkago.Transport, error) {
 // messages). kafka-go adds a call's messages to a partition's batch under
 // that partition's lock, which the expiry also takes, so a batch still
 // holds every message of the call that fits it when it leaves.
-func NewWriter(k config.Kafka, transport *kafkago.Transport) *kafkago.Writer {
+func NewKafkaGoWriter(k config.Kafka, transport kafkago.RoundTripper) *kafkago.Writer {
 	return &kafkago.Writer{
 		Addr:         kafkago.TCP(k.Brokers...),
 		Balancer:     &kafkago.Murmur2Balancer{Consistent: true},
@@ -245,8 +246,9 @@ type batch struct {
 // Apply publishes the transactions from in, in order, in three stages:
 // an encoder turns transactions into messages, accumulating them while the
 // previous write is in flight; a writer hands one batch at a time to the
-// brokers and waits for every acknowledgement (one write in flight keeps a
-// key's events in order even when a write fails and is replayed); a saver
+// brokers and waits for every acknowledgement (one write in flight, through
+// a fail-stop Writer, keeps a key's events in order even when a write fails
+// and is replayed); a saver
 // writes the position of the last transaction of the acknowledged batches
 // to state_dir and only then reports it durable. Saving runs beside the
 // writes, and coalesces, so fsync never holds up publishing.
@@ -479,7 +481,7 @@ func (s *Sink) write(ctx context.Context, msgs []kafkago.Message) error {
 	if len(msgs) == 0 {
 		return nil
 	}
-	err := s.writer.WriteMessages(ctx, msgs...)
+	err := s.writer.Write(ctx, msgs)
 	if err == nil {
 		return nil
 	}
@@ -487,7 +489,7 @@ func (s *Sink) write(ctx context.Context, msgs []kafkago.Message) error {
 	if errors.As(err, &tooLarge) {
 		m := tooLarge.Message
 		return pipeline.Permanent(fmt.Errorf("kafka: event for key %s in topic %s is %d bytes, more than the writer's limit of %d: raise the brokers' message.max.bytes and regiond's limit, or store smaller rows",
-			m.Key, m.Topic, len(m.Key)+len(m.Value), s.writer.BatchBytes))
+			m.Key, m.Topic, len(m.Key)+len(m.Value), s.writer.BatchBytes()))
 	}
 	var werrs kafkago.WriteErrors
 	if errors.As(err, &werrs) {
@@ -525,11 +527,11 @@ func SnapshotMessages(k config.Kafka, o Origin, t *source.Table, rows []source.R
 }
 
 // Publish writes msgs and returns once the brokers acknowledged them all.
-func Publish(ctx context.Context, w *kafkago.Writer, msgs []kafkago.Message) error {
+func Publish(ctx context.Context, w *Writer, msgs []kafkago.Message) error {
 	if len(msgs) == 0 {
 		return nil
 	}
-	if err := w.WriteMessages(ctx, msgs...); err != nil {
+	if err := w.Write(ctx, msgs); err != nil {
 		return fmt.Errorf("kafka: publish %d messages: %w", len(msgs), err)
 	}
 	return nil
