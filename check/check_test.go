@@ -174,6 +174,60 @@ func TestHumanSeconds(t *testing.T) {
 	}
 }
 
+// TestTransactionCompression: binlog_transaction_compression=ON on a MySQL
+// region is an error with the fix (the reader refuses compressed
+// transactions); OFF is fine, and MariaDB, which has no such variable, gets
+// no finding about it.
+func TestTransactionCompression(t *testing.T) {
+	good := map[string]string{
+		"log_bin": "ON", "binlog_format": "ROW", "binlog_row_image": "FULL", "binlog_row_metadata": "FULL",
+		"gtid_mode": "ON", "enforce_gtid_consistency": "ON", "gtid_strict_mode": "ON",
+		"binlog_expire_logs_seconds": "604800", "server_id": "1",
+	}
+	for _, tc := range []struct {
+		name, flavor, value string // value "" leaves the variable out
+		want                bool
+	}{
+		{"mysql on", config.FlavorMySQL, "ON", true},
+		{"mysql on as 1", config.FlavorMySQL, "1", true},
+		{"mysql off", config.FlavorMySQL, "OFF", false},
+		{"mysql 8.0.19, no variable", config.FlavorMySQL, "", false},
+		{"mariadb, no variable", config.FlavorMariaDB, "", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			vars := map[string]string{}
+			for k, v := range good {
+				vars[k] = v
+			}
+			if tc.value != "" {
+				vars["binlog_transaction_compression"] = tc.value
+			}
+			res := &regionResult{name: "east"}
+			in := &mysqlInspector{res: res, flavor: tc.flavor, version: "8.0.36"}
+			in.checkBinlog(vars)
+			var got []Finding
+			for _, f := range res.findings {
+				if strings.Contains(f.Problem, "binlog_transaction_compression") {
+					got = append(got, f)
+				}
+			}
+			if !tc.want {
+				if len(got) != 0 {
+					t.Errorf("findings %+v, want none about binlog_transaction_compression", got)
+				}
+				return
+			}
+			if len(got) != 1 {
+				t.Fatalf("findings %+v, want one about binlog_transaction_compression", res.findings)
+			}
+			f := got[0]
+			if f.Severity != Error || f.Region != "east" || !strings.Contains(f.Fix, "SET GLOBAL binlog_transaction_compression = OFF") {
+				t.Errorf("finding %+v: want an error for east whose fix sets binlog_transaction_compression = OFF", f)
+			}
+		})
+	}
+}
+
 func TestReportJSON(t *testing.T) {
 	rep := Report{Findings: []Finding{
 		{Region: "east", Table: "accounts", Severity: Error, Problem: "no primary key", Fix: "ALTER TABLE"},
