@@ -18,6 +18,7 @@ import (
 	gomysql "github.com/go-mysql-org/go-mysql/mysql"
 	"github.com/go-mysql-org/go-mysql/replication"
 	"github.com/google/uuid"
+	"github.com/pingcap/tidb/pkg/parser"
 	"golang.org/x/text/encoding"
 
 	"github.com/regiond/regiond/checkpoint"
@@ -356,7 +357,8 @@ type decoder struct {
 	changes    []source.Change
 	lastLen    int // changes in the previous transaction: a capacity hint
 	sig        []byte
-	text       textArena // formatted values of the fast row decoder
+	text       textArena      // formatted values of the fast row decoder
+	sqlParser  *parser.Parser // for query events, made on the first one
 }
 
 // appendTableSig appends everything of a table map that decoding depends on:
@@ -447,6 +449,9 @@ func (d *decoder) event(ev *replication.BinlogEvent) (source.Txn, bool, error) {
 		case strings.EqualFold(q, "COMMIT"):
 			return d.commit()
 		}
+		if err := d.statementDML(string(e.Schema), q); err != nil {
+			return source.Txn{}, false, err
+		}
 		d.ddl(string(e.Schema), q)
 		if !d.inTxn || d.standalone || d.flavor == gomysql.MySQLFlavor {
 			// A DDL statement is a transaction of its own.
@@ -479,6 +484,31 @@ func (d *decoder) compressedTxn() error {
 		"the transactions already written compressed are not replicated: delete this pipeline's row from the target's regiond_checkpoints (for a Kafka target, its position file) so that it starts again at the source's current position, "+
 		"then run `regiond backfill --from %s --to <target>` to copy the rows they changed",
 		ErrUnsupported, d.cfg.Region, d.txnID, d.cfg.Region)
+}
+
+// statementDML returns an error when q, a statement the binlog holds as
+// text, writes a configured table: a session with binlog_format=STATEMENT
+// (or MIXED) ran it, so there are no row images to replicate. Skipping it
+// would lose the change; like compressedTxn, the pipeline stops before the
+// transaction and would stop there again on every start.
+func (d *decoder) statementDML(schema, q string) error {
+	if d.sqlParser == nil {
+		d.sqlParser = parser.New()
+	}
+	t, ok := statementWrites(d.sqlParser, q, schema, d.cfg.Conn.Database, d.cfg.Tables)
+	if !ok {
+		return nil
+	}
+	table := "table " + t.table
+	if t.table == "" {
+		table = "a table regiond could not determine (the statement did not parse), possibly a configured one"
+	}
+	return fmt.Errorf("%w: region %s: transaction %s holds a statement-based %s on %s in database %s (the session ran with binlog_format=STATEMENT or MIXED), "+
+		"which has no row images to replicate, so regiond stopped before it instead of skipping it: "+
+		"every session writing replicated tables must use binlog_format=ROW (do not SET SESSION binlog_format; sessions that did must reconnect or SET SESSION binlog_format = ROW); "+
+		"this transaction is not replicated: delete this pipeline's row from the target's regiond_checkpoints (for a Kafka target, its position file) so that it starts again at the source's current position, "+
+		"then run `regiond backfill --from %s --to <target>` to copy the rows it changed; statement: %.200q",
+		ErrUnsupported, d.cfg.Region, d.txnID, t.kind, table, d.cfg.Conn.Database, d.cfg.Region, q)
 }
 
 func (d *decoder) ddl(schema, q string) {
