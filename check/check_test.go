@@ -174,25 +174,34 @@ func TestHumanSeconds(t *testing.T) {
 	}
 }
 
-// TestTransactionCompression: binlog_transaction_compression=ON on a MySQL
-// region is an error with the fix (the reader refuses compressed
-// transactions); OFF is fine, and MariaDB, which has no such variable, gets
-// no finding about it.
-func TestTransactionCompression(t *testing.T) {
+// TestBinlogEncodingsTheReaderRefuses: MySQL settings that make the binlog
+// carry changes the reader refuses rather than skip (a compressed
+// transaction payload, partial JSON diffs) are errors with the fix when
+// they are on; off is fine, and MariaDB, which has neither variable, gets
+// no finding about them.
+func TestBinlogEncodingsTheReaderRefuses(t *testing.T) {
 	good := map[string]string{
 		"log_bin": "ON", "binlog_format": "ROW", "binlog_row_image": "FULL", "binlog_row_metadata": "FULL",
 		"gtid_mode": "ON", "enforce_gtid_consistency": "ON", "gtid_strict_mode": "ON",
 		"binlog_expire_logs_seconds": "604800", "server_id": "1",
 	}
+	const (
+		compression = "binlog_transaction_compression"
+		valueOpts   = "binlog_row_value_options"
+	)
 	for _, tc := range []struct {
-		name, flavor, value string // value "" leaves the variable out
-		want                bool
+		name, flavor, variable, value string // value "" leaves the variable out
+		fix                           string // "": no finding
 	}{
-		{"mysql on", config.FlavorMySQL, "ON", true},
-		{"mysql on as 1", config.FlavorMySQL, "1", true},
-		{"mysql off", config.FlavorMySQL, "OFF", false},
-		{"mysql 8.0.19, no variable", config.FlavorMySQL, "", false},
-		{"mariadb, no variable", config.FlavorMariaDB, "", false},
+		{"compression on", config.FlavorMySQL, compression, "ON", "SET GLOBAL binlog_transaction_compression = OFF"},
+		{"compression on as 1", config.FlavorMySQL, compression, "1", "SET GLOBAL binlog_transaction_compression = OFF"},
+		{"compression off", config.FlavorMySQL, compression, "OFF", ""},
+		{"mysql 8.0.19, no compression variable", config.FlavorMySQL, compression, "", ""},
+		{"mariadb, no compression variable", config.FlavorMariaDB, compression, "", ""},
+		{"partial json", config.FlavorMySQL, valueOpts, "PARTIAL_JSON", "SET GLOBAL binlog_row_value_options = ''"},
+		{"partial json, lower case", config.FlavorMySQL, valueOpts, "partial_json", "SET GLOBAL binlog_row_value_options = ''"},
+		{"no row value options", config.FlavorMySQL, valueOpts, " ", ""},
+		{"mariadb, no row value options variable", config.FlavorMariaDB, valueOpts, "", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			vars := map[string]string{}
@@ -200,29 +209,28 @@ func TestTransactionCompression(t *testing.T) {
 				vars[k] = v
 			}
 			if tc.value != "" {
-				vars["binlog_transaction_compression"] = tc.value
+				vars[tc.variable] = strings.TrimSpace(tc.value)
 			}
 			res := &regionResult{name: "east"}
 			in := &mysqlInspector{res: res, flavor: tc.flavor, version: "8.0.36"}
 			in.checkBinlog(vars)
 			var got []Finding
 			for _, f := range res.findings {
-				if strings.Contains(f.Problem, "binlog_transaction_compression") {
+				if strings.Contains(f.Problem, tc.variable) {
 					got = append(got, f)
 				}
 			}
-			if !tc.want {
+			if tc.fix == "" {
 				if len(got) != 0 {
-					t.Errorf("findings %+v, want none about binlog_transaction_compression", got)
+					t.Errorf("findings %+v, want none about %s", got, tc.variable)
 				}
 				return
 			}
 			if len(got) != 1 {
-				t.Fatalf("findings %+v, want one about binlog_transaction_compression", res.findings)
+				t.Fatalf("findings %+v, want one about %s", res.findings, tc.variable)
 			}
-			f := got[0]
-			if f.Severity != Error || f.Region != "east" || !strings.Contains(f.Fix, "SET GLOBAL binlog_transaction_compression = OFF") {
-				t.Errorf("finding %+v: want an error for east whose fix sets binlog_transaction_compression = OFF", f)
+			if f := got[0]; f.Severity != Error || f.Region != "east" || !strings.Contains(f.Fix, tc.fix) {
+				t.Errorf("finding %+v: want an error for east whose fix says %s", f, tc.fix)
 			}
 		})
 	}

@@ -180,7 +180,7 @@ func (in *mysqlInspector) variables(ctx context.Context) (map[string]string, err
 		"gtid_strict_mode", "gtid_mode", "enforce_gtid_consistency",
 		"binlog_expire_logs_seconds", "expire_logs_days", "binlog_expire_logs_auto_purge",
 		"server_id", "auto_increment_increment", "auto_increment_offset",
-		"binlog_transaction_compression",
+		"binlog_transaction_compression", "binlog_row_value_options",
 	}
 	q := "SHOW GLOBAL VARIABLES WHERE Variable_name IN (" + strings.TrimSuffix(strings.Repeat("?,", len(names)), ",") + ")"
 	args := make([]any, len(names))
@@ -266,6 +266,13 @@ func (in *mysqlInspector) checkBinlog(vars map[string]string) {
 		if isOn(vars["binlog_transaction_compression"]) {
 			in.add("", Error, "binlog_transaction_compression is ON: regiond cannot read compressed binlog transactions yet, and its pipeline from this region stops at the first one",
 				setFix("binlog_transaction_compression", "OFF", false)+" (sessions already open keep compressing until they reconnect)")
+		}
+		// MySQL 8.0.3+: with PARTIAL_JSON an update of a JSON column may be
+		// logged as a diff (PARTIAL_UPDATE_ROWS_EVENT), which the reader
+		// refuses.
+		if v := vars["binlog_row_value_options"]; strings.Contains(strings.ToUpper(v), "PARTIAL_JSON") {
+			in.add("", Error, "binlog_row_value_options is PARTIAL_JSON: updates of JSON columns are logged as diffs, which regiond cannot apply, and its pipeline from this region stops at the first one",
+				setFix("binlog_row_value_options", "", true)+" (sessions already open keep it until they reconnect)")
 		}
 	}
 

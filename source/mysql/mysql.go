@@ -646,6 +646,15 @@ func (d *decoder) rows(et replication.EventType, e *replication.RowsEvent) (sour
 	if d.skip || !def.keep {
 		return source.Txn{}, false, nil
 	}
+	if et == replication.PARTIAL_UPDATE_ROWS_EVENT {
+		// MySQL 8 binlog_row_value_options = PARTIAL_JSON: the after image
+		// of a JSON column is a diff against the before image, not a
+		// value. Applying it as one would write wrong rows.
+		return source.Txn{}, false, fmt.Errorf("%w: region %s: table %s: transaction %s was logged with partial JSON updates (binlog_row_value_options = PARTIAL_JSON), whose after images regiond cannot apply, so it stopped before it: "+
+			"SET GLOBAL binlog_row_value_options = '' (and under [mysqld] in my.cnf; sessions already open keep it until they reconnect); "+
+			"then delete this pipeline's row from the target's regiond_checkpoints (for a Kafka target, its position file) so that it starts again at the source's current position, and run `regiond backfill --from %s --to <target>`",
+			ErrUnsupported, d.cfg.Region, def.table.Name, d.txnID, d.cfg.Region)
+	}
 	rows, err := d.decodeRows(et, def, e)
 	if err != nil {
 		return source.Txn{}, false, err
@@ -665,7 +674,8 @@ func (d *decoder) rows(et replication.EventType, e *replication.RowsEvent) (sour
 			d.appendChange(source.Change{Table: t, Op: source.Update, Before: rows[i], After: rows[i+1], TxnID: d.txnID})
 		}
 	default:
-		return source.Txn{}, false, fmt.Errorf("region %s: table %s: unknown rows event %v", d.cfg.Region, t.Name, et)
+		// Reading it again cannot help: stop rather than retry forever.
+		return source.Txn{}, false, fmt.Errorf("%w: region %s: table %s: rows event %v is not one regiond reads", ErrUnsupported, d.cfg.Region, t.Name, et)
 	}
 	if len(d.changes) >= d.cfg.ChunkChanges {
 		txn := source.Txn{Changes: d.changes, More: true, Origin: d.cfg.Region,
