@@ -706,18 +706,28 @@ func TestLockConflictsAreRetried(t *testing.T) {
 	t.Run("deadlock", func(t *testing.T) {
 		e.reset(t, "types")
 		e.exec(t, "INSERT INTO types (id, s) VALUES (1, 'local'), (2, 'local')")
+		// A backend looks for a deadlock once, deadlock_timeout after it
+		// began to wait. The applier's must look after the other
+		// transaction waits too (on a busy machine this test's polling
+		// took more than the default 1 s), and the other's must not look
+		// first: 3 s for the applier's sessions, a minute for the other.
+		e.exec(t, "ALTER DATABASE app SET deadlock_timeout = '3s'")
+		defer e.exec(t, "ALTER DATABASE app RESET deadlock_timeout")
 		a := e.applier(t, Config{LockTimeout: 20 * time.Second})
 		tx, err := other.Begin(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer tx.Rollback(context.Background())
+		if _, err := tx.Exec(ctx, "SET LOCAL deadlock_timeout = '60s'"); err != nil {
+			t.Fatal(err)
+		}
 		if _, err := tx.Exec(ctx, "UPDATE types SET s = 'other' WHERE id = 2"); err != nil {
 			t.Fatal(err)
 		}
 		// The applier locks row 1, then waits for row 2; the other
 		// transaction then waits for row 1: a deadlock, which the applier's
-		// backend (waiting longest) detects after deadlock_timeout (1 s).
+		// backend detects, and so ends its own transaction.
 		done := make(chan error, 1)
 		go func() {
 			_, err := apply(ctx, a, txn(10,
