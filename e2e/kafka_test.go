@@ -108,8 +108,20 @@ func (w *kevWriter) q(mysql string) string {
 	return string(out)
 }
 
-// txn runs one transaction of 1 to 4 inserts, updates and deletes.
+// txn runs one transaction of 1 to 4 inserts, updates and deletes. A
+// deadlock is retried with a new transaction, as applications do: backfill's
+// locking chunk reads take rows in key order, the writer in random order,
+// and InnoDB may choose the writer as the victim. The writer's state changes
+// only once a transaction commits.
 func (w *kevWriter) txn(ctx context.Context) error {
+	for {
+		if err := w.attempt(ctx); !deadlocked(err) {
+			return err
+		}
+	}
+}
+
+func (w *kevWriter) attempt(ctx context.Context) error {
 	tx, err := w.r.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
