@@ -350,33 +350,24 @@ func randDecimal(rng *rand.Rand, prec, scale int) string {
 	return s
 }
 
-var textRunes = []rune("aZ09 _'\"\\\n\t\x01éß€中文😀👩\u2028\u0000")
+var (
+	textRunes  = []rune("aZ09 _'\"\\\n\t\x01éß€中文😀👩\u2028\u0000")
+	latinRunes = []rune("aZ09 'éÄÿ€‰")
+	gbkRunes   = []rune("ab 中文字符")
+)
 
-func randText(rng *rand.Rand, maxLen int) string {
+// randRunes is a string of up to maxLen runes drawn from alphabet.
+func randRunes(rng *rand.Rand, alphabet []rune, maxLen int) string {
 	r := make([]rune, rng.IntN(maxLen+1))
 	for i := range r {
-		r[i] = textRunes[rng.IntN(len(textRunes))]
+		r[i] = alphabet[rng.IntN(len(alphabet))]
 	}
 	return string(r)
 }
 
-func randLatin(rng *rand.Rand, maxLen int) string {
-	latin := []rune("aZ09 'éÄÿ€‰")
-	r := make([]rune, rng.IntN(maxLen+1))
-	for i := range r {
-		r[i] = latin[rng.IntN(len(latin))]
-	}
-	return string(r)
-}
-
-func randGBK(rng *rand.Rand, maxLen int) string {
-	gbk := []rune("ab 中文字符")
-	r := make([]rune, rng.IntN(maxLen+1))
-	for i := range r {
-		r[i] = gbk[rng.IntN(len(gbk))]
-	}
-	return string(r)
-}
+func randText(rng *rand.Rand, maxLen int) string  { return randRunes(rng, textRunes, maxLen) }
+func randLatin(rng *rand.Rand, maxLen int) string { return randRunes(rng, latinRunes, maxLen) }
+func randGBK(rng *rand.Rand, maxLen int) string   { return randRunes(rng, gbkRunes, maxLen) }
 
 func randBytes(rng *rand.Rand, maxLen int) []byte {
 	b := make([]byte, rng.IntN(maxLen+1))
