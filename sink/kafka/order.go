@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
-	"sync"
+	"sync/atomic"
 
 	kafkago "github.com/segmentio/kafka-go"
 	"github.com/segmentio/kafka-go/protocol"
@@ -81,7 +81,7 @@ func (w *Writer) Write(ctx context.Context, msgs []kafkago.Message) error {
 	// Retire the writer, also when ctx ended: batches it still holds may
 	// not go out once a later write has begun.
 	old := w.w
-	old.Transport.(*orderGuard).fail()
+	old.Transport.(*orderGuard).failed.Store(true)
 	done := make(chan struct{})
 	go func() {
 		old.Close()
@@ -109,12 +109,11 @@ var errEarlierBatchFailed = errors.New("not sent: an earlier batch of this write
 // has failed.
 type orderGuard struct {
 	next   kafkago.RoundTripper
-	mu     sync.Mutex
-	failed bool
+	failed atomic.Bool
 }
 
 func (g *orderGuard) RoundTrip(ctx context.Context, addr net.Addr, req kafkago.Request) (kafkago.Response, error) {
-	if req.ApiKey() == protocol.Produce && g.hasFailed() {
+	if req.ApiKey() == protocol.Produce && g.failed.Load() {
 		return nil, errEarlierBatchFailed
 	}
 	return g.next.RoundTrip(ctx, addr, req)
@@ -124,18 +123,6 @@ func (g *orderGuard) RoundTrip(ctx context.Context, addr net.Addr, req kafkago.R
 // once it is written or abandoned, before its partition's next batch.
 func (g *orderGuard) completion(_ []kafkago.Message, err error) {
 	if err != nil {
-		g.fail()
+		g.failed.Store(true)
 	}
-}
-
-func (g *orderGuard) fail() {
-	g.mu.Lock()
-	g.failed = true
-	g.mu.Unlock()
-}
-
-func (g *orderGuard) hasFailed() bool {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.failed
 }
