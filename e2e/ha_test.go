@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -142,6 +144,10 @@ func TestHAPair(t *testing.T) {
 	if err := old.d.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
+	// kill(2) returns before every thread has stopped: on a busy machine
+	// the process once answered /status after it (CI).
+	pid := old.d.cmd.Process.Pid
+	waitFor(t, 10*time.Second, "the paused process to stop", func() bool { return stopped(pid) })
 	var connID int64
 	if err := west.db.QueryRow("SELECT IS_USED_LOCK('regiond:app:east->west')").Scan(&connID); err != nil {
 		t.Fatalf("lease lock holder: %v", err)
@@ -184,4 +190,27 @@ func TestHAPair(t *testing.T) {
 			t.Errorf("exit code %d after SIGTERM", code)
 		}
 	}
+}
+
+// stopped reports whether every thread of process pid is stopped by a
+// signal (state T in /proc/<pid>/task/<tid>/stat, after the command name in
+// parentheses).
+func stopped(pid int) bool {
+	dir := fmt.Sprintf("/proc/%d/task", pid)
+	tasks, err := os.ReadDir(dir)
+	if err != nil || len(tasks) == 0 {
+		return false
+	}
+	for _, task := range tasks {
+		b, err := os.ReadFile(dir + "/" + task.Name() + "/stat")
+		if err != nil {
+			return false
+		}
+		s := string(b)
+		i := strings.LastIndexByte(s, ')')
+		if i < 0 || i+2 >= len(s) || s[i+2] != 'T' {
+			return false
+		}
+	}
+	return true
 }
