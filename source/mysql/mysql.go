@@ -164,11 +164,13 @@ func (r *Reader) Read(ctx context.Context, from checkpoint.Position, out chan<- 
 		Password:                r.cfg.Conn.Password,
 		Charset:                 "utf8mb4",
 		TimestampStringLocation: time.UTC,
-		HeartbeatPeriod:         5 * time.Second,
-		ReadTimeout:             30 * time.Second,
-		DisableRetrySync:        true,
-		EventCacheCount:         4096,
-		Logger:                  slog.New(slog.NewTextHandler(io.Discard, nil)),
+		HeartbeatPeriod:         heartbeatPeriod,
+		// No ReadTimeout: the dialer's connections fail a read after
+		// readIdleTimeout without data, at less cost (see idleConn).
+		Dialer:           dialIdle(readIdleTimeout),
+		DisableRetrySync: true,
+		EventCacheCount:  4096,
+		Logger:           slog.New(slog.NewTextHandler(io.Discard, nil)),
 		// Row images are decoded by the reader, see rowimage.go.
 		RowsEventDecodeFunc: deferRowsDecode,
 	})
