@@ -12,6 +12,7 @@ import (
 	"github.com/go-mysql-org/go-mysql/replication"
 	"golang.org/x/text/encoding"
 
+	"github.com/regiond/regiond/internal/box"
 	"github.com/regiond/regiond/source"
 )
 
@@ -305,7 +306,15 @@ type imageReader struct {
 // costs no allocation of its own. Bytes once handed out are never written
 // again (a full buffer is replaced, never reused), which keeps the strings
 // immutable as Go requires. A buffer lives as long as any of its strings.
-type textArena struct{ buf []byte }
+//
+// It also boxes the decoded values into the row's interfaces (see package
+// box): one allocation per few hundred values rather than one per value.
+type textArena struct {
+	buf   []byte
+	strs  box.Slab[string]
+	ints  box.Slab[int64]
+	uints box.Slab[uint64]
+}
 
 func (a *textArena) str(b []byte) string {
 	if len(b) == 0 {
@@ -349,15 +358,15 @@ func (def *tableDef) fastImage(r *imageReader, row source.Row) (bool, error) {
 		size := c.size
 		switch c.op {
 		case opInt:
-			v = leInt(d, c.size)
+			v = box.Int64(&r.text.ints, leInt(d, c.size))
 		case opUint:
-			v = leUint(d, c.size)
+			v = box.Uint64(&r.text.uints, leUint(d, c.size))
 		case opYear:
 			y := int64(d[0])
 			if y != 0 {
 				y += 1900
 			}
-			v = y
+			v = box.Int64(&r.text.ints, y)
 		case opFloat:
 			v = math.Float32frombits(binary.LittleEndian.Uint32(d))
 		case opDouble:
@@ -367,7 +376,7 @@ func (def *tableDef) fastImage(r *imageReader, row source.Row) (bool, error) {
 			if !ok {
 				return false, nil
 			}
-			v, size = source.Decimal(r.text.str(s)), m
+			v, size = box.String(&r.text.strs, source.Decimal(r.text.str(s))), m
 		case opDate:
 			u := uint64(d[0]) | uint64(d[1])<<8 | uint64(d[2])<<16
 			if u == 0 {
@@ -379,25 +388,25 @@ func (def *tableDef) fastImage(r *imageReader, row source.Row) (bool, error) {
 			out = appendPadded(out, u/32%16, 2)
 			out = append(out, '-')
 			out = appendPadded(out, u%32, 2)
-			v = source.Date(r.text.str(out))
+			v = box.String(&r.text.strs, source.Date(r.text.str(out)))
 		case opDateTime2:
 			s, ok := decodeDateTime2(tmp[:0], d, c.dec)
 			if !ok {
 				return false, nil
 			}
-			v = source.DateTime(r.text.str(s))
+			v = box.String(&r.text.strs, source.DateTime(r.text.str(s)))
 		case opTimestamp2:
 			s, ok := decodeTimestamp2(tmp[:0], d, c.dec)
 			if !ok {
 				return false, nil
 			}
-			v = source.Timestamp(r.text.str(s))
+			v = box.String(&r.text.strs, source.Timestamp(r.text.str(s)))
 		case opTime2:
 			s, ok := decodeTime2(tmp[:0], d, c.dec)
 			if !ok {
 				return false, nil
 			}
-			v = source.Time(r.text.str(s))
+			v = box.String(&r.text.strs, source.Time(r.text.str(s)))
 		case opBit:
 			var u uint64
 			for _, x := range d[:c.size] {
@@ -428,13 +437,13 @@ func (def *tableDef) fastImage(r *imageReader, row source.Row) (bool, error) {
 				v = padBinary(append(make([]byte, 0, max(l, c.pad)), b...), c.pad)
 			case c.conv == nil:
 				start := r.pos + c.size
-				v = r.substr(start, start+l)
+				v = box.String(&r.text.strs, r.substr(start, start+l))
 			default:
 				s, err := decodeText(c.conv, b)
 				if err != nil {
 					return true, fmt.Errorf("table %s column %s: %w", def.table.Name, def.table.Columns[i].Name, err)
 				}
-				v = s
+				v = box.String(&r.text.strs, s)
 			}
 		}
 		row[i] = v

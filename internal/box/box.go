@@ -1,0 +1,70 @@
+// Package box puts strings and integers into interface values (the row
+// model's []any) without an allocation per value.
+//
+// Go copies a string header or a large integer put into an interface to a
+// heap object of its own: a decoded row of six columns cost up to six small
+// allocations, and their garbage collection, in a reader that decodes
+// hundreds of thousands of rows a second. A Slab stores the values in a
+// shared array instead, and each interface points into it: one allocation
+// per slabLen values.
+//
+// The interface is built as the runtime builds it for any value that is not
+// itself a pointer (a type word and a pointer to the value), so type
+// switches, assertions, comparison and printing all behave as for a value
+// boxed the usual way. Array elements once handed out are never written
+// again, which keeps boxed values immutable; an array stays alive as long as
+// any of its values does.
+package box
+
+import "unsafe"
+
+const slabLen = 256
+
+// eface is the layout of an interface{} value.
+type eface struct {
+	typ  unsafe.Pointer
+	data unsafe.Pointer
+}
+
+// Slab boxes values whose underlying type is E.
+type Slab[E any] struct{ free []E }
+
+func (s *Slab[E]) put(v E) unsafe.Pointer {
+	if len(s.free) == 0 {
+		s.free = make([]E, slabLen)
+	}
+	p := &s.free[0]
+	*p = v
+	s.free = s.free[1:]
+	return unsafe.Pointer(p)
+}
+
+// String returns v as an interface holding a T.
+func String[T ~string](s *Slab[string], v T) any {
+	var x any = T("") // the empty string is boxed without an allocation
+	if v == "" {
+		return x
+	}
+	(*eface)(unsafe.Pointer(&x)).data = s.put(string(v))
+	return x
+}
+
+// Int64 returns v as an interface holding an int64.
+func Int64(s *Slab[int64], v int64) any {
+	if 0 <= v && v < 256 {
+		return v // the runtime boxes these without an allocation
+	}
+	var x any = int64(0)
+	(*eface)(unsafe.Pointer(&x)).data = s.put(v)
+	return x
+}
+
+// Uint64 returns v as an interface holding a uint64.
+func Uint64(s *Slab[uint64], v uint64) any {
+	if v < 256 {
+		return v
+	}
+	var x any = uint64(0)
+	(*eface)(unsafe.Pointer(&x)).data = s.put(v)
+	return x
+}

@@ -1,0 +1,56 @@
+package box
+
+import (
+	"fmt"
+	"math"
+	"reflect"
+	"runtime"
+	"testing"
+)
+
+type named string
+
+// Boxed values are indistinguishable from values boxed by the language:
+// same dynamic type, equal, same printing, and they survive garbage
+// collection while the slab has moved on.
+func TestBoxedValuesBehaveAsUsual(t *testing.T) {
+	var (
+		strs  Slab[string]
+		ints  Slab[int64]
+		uints Slab[uint64]
+	)
+	var got, want []any
+	for i := range 3 * slabLen {
+		s := fmt.Sprintf("value %d ☃", i)
+		got = append(got, String(&strs, s), String(&strs, named(s)), Int64(&ints, int64(i)*1_000_003-7_000_000),
+			Uint64(&uints, uint64(i)*math.MaxUint32))
+		want = append(want, s, named(s), int64(i)*1_000_003-7_000_000, uint64(i)*math.MaxUint32)
+	}
+	got = append(got, String(&strs, ""), String(&strs, named("")), Int64(&ints, 5), Int64(&ints, math.MinInt64), Uint64(&uints, math.MaxUint64))
+	want = append(want, "", named(""), int64(5), int64(math.MinInt64), uint64(math.MaxUint64))
+	runtime.GC()
+	for i := range got {
+		if got[i] != want[i] || reflect.TypeOf(got[i]) != reflect.TypeOf(want[i]) || fmt.Sprint(got[i]) != fmt.Sprint(want[i]) {
+			t.Fatalf("value %d: got %#v (%T), want %#v (%T)", i, got[i], got[i], want[i], want[i])
+		}
+	}
+	if _, ok := got[1].(named); !ok {
+		t.Fatalf("a named string boxed as %T", got[1])
+	}
+	if _, ok := got[0].(named); ok {
+		t.Fatal("a string boxed as named")
+	}
+}
+
+func TestOneAllocationPerSlab(t *testing.T) {
+	var strs Slab[string]
+	s := "a string of some length"
+	allocs := testing.AllocsPerRun(10, func() {
+		for range slabLen {
+			_ = String(&strs, s)
+		}
+	})
+	if allocs > 1 {
+		t.Fatalf("%v allocations for %d strings, want 1", allocs, slabLen)
+	}
+}
