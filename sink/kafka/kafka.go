@@ -241,6 +241,10 @@ func (s *Sink) Close() error {
 type batch struct {
 	msgs []kafkago.Message
 	end  checkpoint.Position
+	// arenas are the encoder's buffers that were filled up while this batch
+	// was built: they hold bytes of this batch and earlier ones only, so
+	// they can be used again once this batch is written.
+	arenas [][]byte
 }
 
 // Apply publishes the transactions from in, in order, in three stages:
@@ -259,6 +263,9 @@ func (s *Sink) Apply(ctx context.Context, in <-chan source.Txn, durable func(pos
 	// 16384 messages is 2.5 MB of kafkago.Message, and kafka-go keeps no
 	// reference to the slice once WriteMessages has returned.
 	free := make(chan []kafkago.Message, 2)
+	// So do the encoder's buffers of keys and values: reusing them, rather
+	// than allocating and zeroing new ones, halves the sink's allocation.
+	freeArenas := make(chan []byte, maxFreeArenas)
 	var (
 		mu         sync.Mutex
 		acked      checkpoint.Position // newest position whose messages were all acknowledged
@@ -268,7 +275,7 @@ func (s *Sink) Apply(ctx context.Context, in <-chan source.Txn, durable func(pos
 	)
 	g.Go(func() error {
 		defer close(batches)
-		return s.encode(gctx, in, batches, free)
+		return s.encode(gctx, in, batches, free, freeArenas)
 	})
 	g.Go(func() error {
 		defer close(writerDone)
@@ -279,6 +286,12 @@ func (s *Sink) Apply(ctx context.Context, in <-chan source.Txn, durable func(pos
 			select {
 			case free <- b.msgs[:0]:
 			default:
+			}
+			for _, a := range b.arenas {
+				select {
+				case freeArenas <- a[:0]:
+				default:
+				}
 			}
 			if b.end == nil {
 				continue
@@ -332,10 +345,10 @@ func (s *Sink) Apply(ctx context.Context, in <-chan source.Txn, durable func(pos
 // writes of ~7,000 messages under a backlog, and kafka-go's cost per call —
 // a batch per partition, each preallocating BatchSize messages — made
 // publishing 10–30% slower in the benchmark.)
-func (s *Sink) encode(ctx context.Context, in <-chan source.Txn, out chan<- batch, free <-chan []kafkago.Message) error {
+func (s *Sink) encode(ctx context.Context, in <-chan source.Txn, out chan<- batch, free <-chan []kafkago.Message, freeArenas <-chan []byte) error {
 	index := 0 // events of the current source transaction so far
 	var cur batch
-	enc := &encoder{s: s, tables: map[*source.Table]*tableEnc{}}
+	enc := &encoder{s: s, tables: map[*source.Table]*tableEnc{}, free: freeArenas}
 	add := func(txn source.Txn) {
 		now := time.Now()
 		for i := range txn.Changes {
@@ -354,6 +367,7 @@ func (s *Sink) encode(ctx context.Context, in <-chan source.Txn, out chan<- batc
 		if pending && (in == nil || len(in) == 0 || len(cur.msgs) >= s.cfg.BatchMessages) {
 			// Nothing more is ready (or the batch is full): send now.
 			send = out
+			cur.arenas = enc.retired
 		}
 		recv := in
 		if len(cur.msgs) >= s.cfg.BatchMessages {
@@ -363,6 +377,7 @@ func (s *Sink) encode(ctx context.Context, in <-chan source.Txn, out chan<- batc
 		case <-ctx.Done():
 			return ctx.Err()
 		case send <- cur:
+			enc.retired = nil // now cur.arenas
 			select {
 			case msgs := <-free:
 				cur = batch{msgs: msgs}
@@ -381,12 +396,14 @@ func (s *Sink) encode(ctx context.Context, in <-chan source.Txn, out chan<- batc
 }
 
 // encoder builds messages. Keys and values of many messages share one
-// buffer (an arena that is never written again once handed out), which
-// saves an allocation or two per message.
+// buffer (an arena whose bytes are not written again while a message
+// holds them), which saves an allocation or two per message.
 type encoder struct {
-	s      *Sink
-	arena  []byte
-	tables map[*source.Table]*tableEnc // a reader shares one *Table per definition
+	s       *Sink
+	arena   []byte
+	retired [][]byte                    // arenas filled up since the last batch was sent
+	free    <-chan []byte               // arenas of written batches, to use again
+	tables  map[*source.Table]*tableEnc // a reader shares one *Table per definition
 }
 
 // tableEnc is what the encoder keeps per table definition.
@@ -395,7 +412,12 @@ type tableEnc struct {
 	json  *tableJSON
 }
 
-const arenaSize = 256 << 10
+const (
+	arenaSize = 256 << 10
+	// maxFreeArenas bounds the arenas kept for reuse (16 MB): a full batch
+	// of typical events fills 30–40.
+	maxFreeArenas = 64
+)
 
 // grab returns b[start:] as its own slice and keeps b as the arena.
 func (e *encoder) grab(b []byte, start int) []byte {
@@ -404,7 +426,16 @@ func (e *encoder) grab(b []byte, start int) []byte {
 }
 
 func (e *encoder) room() {
-	if cap(e.arena)-len(e.arena) < 16<<10 {
+	if cap(e.arena)-len(e.arena) >= 16<<10 {
+		return
+	}
+	if e.arena != nil {
+		e.retired = append(e.retired, e.arena)
+	}
+	select {
+	case a := <-e.free:
+		e.arena = a
+	default:
 		e.arena = make([]byte, 0, arenaSize)
 	}
 }

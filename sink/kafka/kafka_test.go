@@ -3,8 +3,10 @@ package kafka
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
+	"strconv"
 	"testing"
 	"time"
 
@@ -190,3 +192,66 @@ func TestApplyPublishes(t *testing.T) {
 }
 
 func itoa(i int) string { return string(rune('0' + i)) }
+
+// TestManyBatchesIntact publishes enough events to fill many batches and
+// reuse the encoder's buffers many times over, and reads them all back:
+// each event must carry its own row, whatever was encoded after it.
+func TestManyBatchesIntact(t *testing.T) {
+	broker := kafkatest.Start(t)
+	kafkatest.RequireKcat(t)
+	state, err := checkpoint.NewFileStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := config.Kafka{Brokers: []string{broker}, TopicPrefix: "many", Partitions: 3}
+	s, err := New(Config{
+		Pipeline: "east->kafka", Origin: Origin{Region: "east", Engine: "mysql", DB: "app"},
+		Tables: []string{"items"}, Kafka: k, State: state, BatchMessages: 700,
+	}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if _, err := s.Open(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Init(ctx, "0/10"); err != nil {
+		t.Fatal(err)
+	}
+	const rows, perTxn = 30_000, 7
+	note := func(id int) string { return fmt.Sprintf("%0900d", id) } // about 1 KB per event: 120 buffers
+	in := make(chan source.Txn, 16)
+	go func() {
+		defer close(in)
+		for first := 0; first < rows; first += perTxn {
+			var tx source.Txn
+			for id := first; id < min(first+perTxn, rows); id++ {
+				tx.Changes = append(tx.Changes, source.Change{Table: items, Op: source.Insert, TxnID: fmt.Sprintf("0-1-%d", first),
+					After: source.Row{int64(id), source.Decimal("1"), []byte{1}, nil, nil, note(id)}})
+			}
+			tx.End, tx.Commit = checkpoint.LSN(uint64(1000+first)), time.Now()
+			in <- tx
+		}
+	}()
+	if err := s.Apply(ctx, in, func(checkpoint.Position, bool) {}); err != nil {
+		t.Fatalf("Apply: %v", err)
+	}
+	recs := kafkatest.ReadTopic(t, broker, "many.items")
+	if len(recs) != rows {
+		t.Fatalf("%d events, want %d", len(recs), rows)
+	}
+	seen := make([]bool, rows)
+	for _, r := range recs {
+		e := r.Decode(t)
+		id, err := strconv.Atoi(string(e.After["id"].(json.Number)))
+		if err != nil || id < 0 || id >= rows || seen[id] {
+			t.Fatalf("event with key %s: id %v (%v) out of range or seen twice", r.Key, e.After["id"], err)
+		}
+		seen[id] = true
+		if r.Key != fmt.Sprintf(`{"id":%d}`, id) || e.After["note"] != note(id) || e.Source.Pos != fmt.Sprintf("0-1-%d#%d", id/perTxn*perTxn, id%perTxn) {
+			t.Fatalf("event of row %d: key %s, pos %s, note %.20v…: not its own", id, r.Key, e.Source.Pos, e.After["note"])
+		}
+	}
+}
