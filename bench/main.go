@@ -147,6 +147,7 @@ const (
 type options struct {
 	engine           string // engineMariaDB or enginePostgres
 	to               string // "" (a database of the engine) or toKafka
+	rounds           int    // -to kafka: measured rounds
 	inserts, updates int
 	rawRows          int
 	nativeThreads    int
@@ -172,6 +173,7 @@ func parseFlags() options {
 	var o options
 	flag.StringVar(&o.engine, "engine", engineMariaDB, "engine of all three servers: "+engineMariaDB+" (binlog → MariaDB) or "+enginePostgres+" (logical WAL → PostgreSQL)")
 	flag.StringVar(&o.to, "to", "", "target: empty for a database of -engine, or "+toKafka+" (publish to an in-process kfake broker, against a raw kafka-go writer)")
+	flag.IntVar(&o.rounds, "rounds", 3, "-to kafka: rounds of a regiond phase and a raw writer phase, judged by the median ratio")
 	flag.IntVar(&o.inserts, "inserts", 200_000, "rows the backlog inserts, in 100-row transactions")
 	flag.IntVar(&o.updates, "updates", 100_000, "single-row UPDATEs the backlog makes, in 10-row transactions")
 	flag.IntVar(&o.rawRows, "raw-rows", 0, "rows the raw INSERT phase inserts (default -inserts + -updates)")
@@ -201,7 +203,7 @@ func parseFlags() options {
 
 func main() {
 	opt := parseFlags()
-	if flag.NArg() > 0 || opt.inserts < 1 || opt.updates < 0 || opt.rawRows < 1 || opt.nativeThreads < 0 {
+	if flag.NArg() > 0 || opt.inserts < 1 || opt.updates < 0 || opt.rawRows < 1 || opt.nativeThreads < 0 || opt.rounds < 1 {
 		fmt.Fprintln(os.Stderr, "bench: -inserts and -raw-rows must be positive, -updates and -native-threads not negative; no arguments")
 		flag.Usage()
 		os.Exit(2)
