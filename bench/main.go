@@ -173,7 +173,7 @@ func parseFlags() options {
 	var o options
 	flag.StringVar(&o.engine, "engine", engineMariaDB, "engine of all three servers: "+engineMariaDB+" (binlog → MariaDB) or "+enginePostgres+" (logical WAL → PostgreSQL)")
 	flag.StringVar(&o.to, "to", "", "target: empty for a database of -engine, or "+toKafka+" (publish to an in-process kfake broker, against a raw kafka-go writer)")
-	flag.IntVar(&o.rounds, "rounds", 3, "-to kafka: rounds of a regiond phase and a raw writer phase, judged by the median ratio")
+	flag.IntVar(&o.rounds, "rounds", 5, "-to kafka: rounds of a regiond phase and a raw writer phase, judged by the median ratio")
 	flag.IntVar(&o.inserts, "inserts", 200_000, "rows the backlog inserts, in 100-row transactions")
 	flag.IntVar(&o.updates, "updates", 100_000, "single-row UPDATEs the backlog makes, in 10-row transactions")
 	flag.IntVar(&o.rawRows, "raw-rows", 0, "rows the raw INSERT phase inserts (default -inserts + -updates)")
