@@ -72,23 +72,7 @@ type event struct {
 // the topic back with kcat.
 func TestApplyPublishes(t *testing.T) {
 	broker := kafkatest.Start(t)
-	kafkatest.RequireKcat(t)
-	state, err := checkpoint.NewFileStore(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	k := config.Kafka{Brokers: []string{broker}, TopicPrefix: "rt", Partitions: 3, Tombstones: true}
-	s, err := New(Config{
-		Pipeline: "east->kafka",
-		Origin:   Origin{Region: "east", Engine: "mysql", DB: "app"},
-		Tables:   []string{"items"},
-		Kafka:    k,
-		State:    state,
-	}, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s, state := newTestSink(t, Config{Kafka: config.Kafka{Brokers: []string{broker}, TopicPrefix: "rt", Partitions: 3, Tombstones: true}})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
@@ -198,20 +182,7 @@ func itoa(i int) string { return string(rune('0' + i)) }
 // each event must carry its own row, whatever was encoded after it.
 func TestManyBatchesIntact(t *testing.T) {
 	broker := kafkatest.Start(t)
-	kafkatest.RequireKcat(t)
-	state, err := checkpoint.NewFileStore(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	k := config.Kafka{Brokers: []string{broker}, TopicPrefix: "many", Partitions: 3}
-	s, err := New(Config{
-		Pipeline: "east->kafka", Origin: Origin{Region: "east", Engine: "mysql", DB: "app"},
-		Tables: []string{"items"}, Kafka: k, State: state, BatchMessages: 700,
-	}, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s, _ := newTestSink(t, Config{Kafka: config.Kafka{Brokers: []string{broker}, TopicPrefix: "many", Partitions: 3}, BatchMessages: 700})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	if _, err := s.Open(ctx); err != nil {
@@ -254,4 +225,23 @@ func TestManyBatchesIntact(t *testing.T) {
 			t.Fatalf("event of row %d: key %s, pos %s, note %.20v…: not its own", id, r.Key, e.Source.Pos, e.After["note"])
 		}
 	}
+}
+
+// newTestSink returns a sink of pipeline east->kafka for table items of a
+// MySQL region, with cfg's Kafka block and batch size, its state_dir in a
+// temporary directory, closed when the test ends; it requires kcat.
+func newTestSink(t *testing.T, cfg Config) (*Sink, *checkpoint.FileStore) {
+	t.Helper()
+	kafkatest.RequireKcat(t)
+	state, err := checkpoint.NewFileStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Pipeline, cfg.Origin, cfg.Tables, cfg.State = "east->kafka", Origin{Region: "east", Engine: "mysql", DB: "app"}, []string{"items"}, state
+	s, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s, state
 }
