@@ -68,3 +68,31 @@ func Uint64(s *Slab[uint64], v uint64) any {
 	(*eface)(unsafe.Pointer(&x)).data = s.put(v)
 	return x
 }
+
+// Text hands out strings whose bytes sit in a shared append-only buffer:
+// one allocation per textLen bytes of values instead of one per value.
+// Bytes once handed out are never written again (a full buffer is
+// replaced, never reused), which keeps the strings immutable as Go
+// requires; a buffer lives as long as any of its strings. Values longer
+// than textLen/8 get an allocation of their own, so that a long value does
+// not pin a buffer of short ones, nor waste one.
+type Text struct{ buf []byte }
+
+const textLen = 32 << 10
+
+// String returns b as a string; b may be changed afterwards. A nil Text
+// allocates the string.
+func (t *Text) String(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	if t == nil || len(b) > textLen/8 {
+		return string(b)
+	}
+	if cap(t.buf)-len(t.buf) < len(b) {
+		t.buf = make([]byte, 0, textLen)
+	}
+	start := len(t.buf)
+	t.buf = append(t.buf, b...)
+	return unsafe.String(&t.buf[start], len(b))
+}

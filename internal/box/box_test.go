@@ -54,3 +54,30 @@ func TestOneAllocationPerSlab(t *testing.T) {
 		t.Fatalf("%v allocations for %d strings, want 1", allocs, slabLen)
 	}
 }
+
+// Strings from a Text keep their bytes when the source is overwritten and
+// after many more strings filled new buffers.
+func TestTextStringsStay(t *testing.T) {
+	var text Text
+	src := make([]byte, 0, 64)
+	var got, want []string
+	for i := range 20_000 {
+		src = fmt.Appendf(src[:0], "value %d", i)
+		if i%1000 == 0 {
+			src = append(src, make([]byte, textLen/4)...) // a long one
+		}
+		got = append(got, text.String(src))
+		want = append(want, string(src))
+		src[0] = 'X'
+	}
+	runtime.GC()
+	for i := range got {
+		if got[i] != want[i] {
+			t.Fatalf("string %d: got %.30q, want %.30q", i, got[i], want[i])
+		}
+	}
+	var none *Text
+	if s := none.String([]byte("abc")); s != "abc" {
+		t.Fatalf("nil Text: %q", s)
+	}
+}

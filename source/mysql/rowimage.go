@@ -301,32 +301,17 @@ type imageReader struct {
 	text *textArena
 }
 
-// textArena holds the text of formatted values (dates, times, decimals) in
-// an append-only buffer and returns strings that view it, so that a value
-// costs no allocation of its own. Bytes once handed out are never written
-// again (a full buffer is replaced, never reused), which keeps the strings
-// immutable as Go requires. A buffer lives as long as any of its strings.
-//
-// It also boxes the decoded values into the row's interfaces (see package
-// box): one allocation per few hundred values rather than one per value.
+// textArena holds the text of formatted values (dates, times, decimals)
+// and boxes the decoded values into the row's interfaces (see package box):
+// one allocation per many values rather than one or two per value.
 type textArena struct {
-	buf   []byte
+	text  box.Text
 	strs  box.Slab[string]
 	ints  box.Slab[int64]
 	uints box.Slab[uint64]
 }
 
-func (a *textArena) str(b []byte) string {
-	if len(b) == 0 {
-		return ""
-	}
-	if cap(a.buf)-len(a.buf) < len(b) {
-		a.buf = make([]byte, 0, max(16<<10, len(b)))
-	}
-	start := len(a.buf)
-	a.buf = append(a.buf, b...)
-	return unsafe.String(&a.buf[start], len(b))
-}
+func (a *textArena) str(b []byte) string { return a.text.String(b) }
 
 // substr returns data[from:to] as a string without copying it. That is
 // sound because the event's buffer is its own (go-mysql reads each packet
