@@ -264,7 +264,8 @@ func (s *Sink) Apply(ctx context.Context, in <-chan source.Txn, durable func(pos
 	// reference to the slice once WriteMessages has returned.
 	free := make(chan []kafkago.Message, 2)
 	// So do the encoder's buffers of keys and values: reusing them, rather
-	// than allocating and zeroing new ones, halves the sink's allocation.
+	// than allocating and zeroing new ones, cut the buffers allocated for
+	// the bench's 300,000 events from 154 MB to 17 MB.
 	freeArenas := make(chan []byte, maxFreeArenas)
 	var (
 		mu         sync.Mutex
@@ -429,7 +430,7 @@ func (e *encoder) room() {
 	if cap(e.arena)-len(e.arena) >= 16<<10 {
 		return
 	}
-	if e.arena != nil {
+	if cap(e.arena) == arenaSize { // not one grown for a huge event
 		e.retired = append(e.retired, e.arena)
 	}
 	select {
