@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unsafe"
 
 	"github.com/jackc/pgx/v5/pgtype"
 
@@ -71,7 +72,10 @@ var errUnrepresentable = errors.New("not representable in regiond's value model"
 // convert turns one text-format value into its canonical value. precision
 // is the column's declared fractional-second precision for time and
 // timestamp types (the attribute's typmod), or -1.
-func convert(k kind, precision int32, text []byte) (any, error) {
+//
+// a, when not nil, holds the string values' text (see arena); nil
+// allocates each string of its own.
+func convert(a *arena, k kind, precision int32, text []byte) (any, error) {
 	// Numbers and booleans are parsed from text without a string of their
 	// own (the conversions below do not escape): one allocation less per
 	// value, per row.
@@ -103,7 +107,7 @@ func convert(k kind, precision int32, text []byte) (any, error) {
 		}
 		return nil, fmt.Errorf("boolean %q: want t or f", text)
 	}
-	s := string(text)
+	s := a.str(text)
 	switch k {
 	case kindDecimal:
 		switch s {
@@ -145,7 +149,10 @@ func convert(k kind, precision int32, text []byte) (any, error) {
 			return nil, err
 		}
 		d, t, _ := strings.Cut(v, " ")
-		return source.Timestamp(d + " " + padFraction(t, precision)), nil
+		if p := padFraction(t, precision); p != t {
+			return source.Timestamp(d + " " + p), nil
+		}
+		return source.Timestamp(v), nil
 	case kindTime:
 		if !isClock(s) {
 			return nil, fmt.Errorf("time %q: want HH:MM:SS[.ffffff]", s)
@@ -333,5 +340,49 @@ func Canonical(oid uint32, typmod int32, text string) (any, error) {
 			precision = typmod
 		}
 	}
-	return convert(k, precision, []byte(text))
+	return convert(nil, k, precision, []byte(text))
+}
+
+// arena holds the text of the string values the decoder produces in an
+// append-only buffer and returns strings that view it: one allocation per
+// many values instead of one per value. Bytes once handed out are never
+// written again (a full buffer is replaced, never reused), so the strings
+// stay immutable as Go requires; a buffer lives as long as any of its
+// strings. Rows come from a slab of values the same way.
+type arena struct {
+	text []byte
+	vals []any
+}
+
+// arenaText is the size of a text buffer; longer values get their own.
+const arenaText = 32 << 10
+
+// str returns b as a string. A nil arena allocates it.
+func (a *arena) str(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	if a == nil || len(b) > arenaText/8 {
+		return string(b)
+	}
+	if cap(a.text)-len(a.text) < len(b) {
+		a.text = make([]byte, 0, arenaText)
+	}
+	start := len(a.text)
+	a.text = append(a.text, b...)
+	return unsafe.String(&a.text[start], len(b))
+}
+
+// row returns a zeroed row of n values, its capacity n so that nothing
+// appends into the next row.
+func (a *arena) row(n int) source.Row {
+	if n > 64 {
+		return make(source.Row, n)
+	}
+	if len(a.vals) < n {
+		a.vals = make([]any, 1024)
+	}
+	r := a.vals[:n:n]
+	a.vals = a.vals[n:]
+	return r
 }

@@ -72,8 +72,19 @@ func TestConvert(t *testing.T) {
 		{kindString, -1, "{1,2,NULL}", "{1,2,NULL}", nil},
 		{kindString, -1, "12:00:00+02", "12:00:00+02", nil},
 	}
-	for _, tc := range tests {
-		got, err := convert(tc.kind, tc.precision, []byte(tc.text))
+	// With and without an arena; the input is overwritten after each
+	// conversion, as the stream reuses its message buffers.
+	var a arena
+	for n, tc := range tests {
+		ar := &a
+		if n%2 == 0 {
+			ar = nil
+		}
+		in := []byte(tc.text)
+		got, err := convert(ar, tc.kind, tc.precision, in)
+		for i := range in {
+			in[i] = '#'
+		}
 		switch {
 		case tc.wantErr == errAny && err != nil:
 		case tc.wantErr != nil && errors.Is(err, tc.wantErr):
@@ -99,7 +110,7 @@ func FuzzConvert(f *testing.F) {
 		f.Add(uint8(kindTimestamp), int32(6), s)
 	}
 	f.Fuzz(func(t *testing.T, k uint8, precision int32, text string) {
-		v, err := convert(kind(k%(uint8(kindBits)+1)), precision, []byte(text))
+		v, err := convert(nil, kind(k%(uint8(kindBits)+1)), precision, []byte(text))
 		if err != nil {
 			return
 		}
