@@ -92,6 +92,11 @@ type keyStates struct {
 	state   []keyState
 	size    int // the expected number of keys
 	kb      []byte
+	// checked is, per change, the index in state of the key
+	// batch.CheckRemote checks (the after image's of an insert, the
+	// before image's otherwise), or -1 (a last_writer_wins change): so
+	// that withoutKeys needs no lookup.
+	checked []int32
 }
 
 type tableKeys struct {
@@ -134,9 +139,9 @@ func (m *keyStates) get(t *source.Table, row source.Row) *keyState {
 	return &m.state[i]
 }
 
-// add returns the state of row's key in t, and whether it is new. The
-// pointer is valid until the next add.
-func (m *keyStates) add(t *source.Table, row source.Row) (*keyState, bool) {
+// add returns the state of row's key in t, its index in m.state, and
+// whether it is new. The pointer is valid until the next add.
+func (m *keyStates) add(t *source.Table, row source.Row) (*keyState, int32, bool) {
 	tk := m.byTable[t]
 	if tk == nil {
 		tk = &tableKeys{}
@@ -148,7 +153,7 @@ func (m *keyStates) add(t *source.Table, row source.Row) (*keyState, bool) {
 			tk.ints = make(map[int64]int32, m.size)
 		}
 		if i, ok := tk.ints[v]; ok {
-			return &m.state[i], false
+			return &m.state[i], i, false
 		}
 		tk.ints[v] = n
 	} else {
@@ -156,12 +161,12 @@ func (m *keyStates) add(t *source.Table, row source.Row) (*keyState, bool) {
 			tk.other = make(map[string]int32)
 		}
 		if i, ok := tk.other[string(m.kb)]; ok {
-			return &m.state[i], false
+			return &m.state[i], i, false
 		}
 		tk.other[string(m.kb)] = n
 	}
 	m.state = append(m.state, keyState{})
-	return &m.state[n], true
+	return &m.state[n], n, true
 }
 
 // planCopies picks, per upsert segment of steps (by step index), the rows
@@ -176,15 +181,23 @@ func planCopies(rules *batch.Rules, changes []source.Change, steps []batch.Step,
 	if rules != nil && rules.Local {
 		return nil, nil
 	}
-	keys := &keyStates{byTable: map[*source.Table]*tableKeys{}, state: make([]keyState, 0, len(changes)), size: len(changes)}
+	keys := &keyStates{byTable: map[*source.Table]*tableKeys{}, state: make([]keyState, 0, len(changes)), size: len(changes),
+		checked: make([]int32, len(changes))}
 	n := 0
+	// touch records row's key; the first key a change touches is the one
+	// batch.CheckRemote checks.
 	touch := func(c source.Change, row source.Row, how uint8) {
-		if s, isNew := keys.add(c.Table, row); isNew {
+		s, i, isNew := keys.add(c.Table, row)
+		if isNew {
 			s.first, s.how = int32(n), how
+		}
+		if keys.checked[n] < 0 {
+			keys.checked[n] = i
 		}
 	}
 	for i, c := range changes {
 		n = i
+		keys.checked[i] = -1
 		if rules.LWW(c.Table.Name) {
 			continue
 		}
@@ -290,15 +303,11 @@ func planCopies(rules *batch.Rules, changes []source.Change, steps []batch.Step,
 
 // withoutKeys returns changes without those whose key (as batch.CheckRemote
 // picks it: the after image of an insert, the before image otherwise) is
-// marked skip in keys.
+// marked skip in keys, which planCopies made of the same changes.
 func withoutKeys(changes []source.Change, keys *keyStates) []source.Change {
 	var out []source.Change
 	for n, c := range changes {
-		key := c.Before
-		if c.Op == source.Insert {
-			key = c.After
-		}
-		if s := keys.get(c.Table, key); s == nil || !s.skip {
+		if i := keys.checked[n]; i < 0 || !keys.state[i].skip {
 			if out != nil {
 				out = append(out, c)
 			}

@@ -247,3 +247,22 @@ func TestUpdateFastPathMissingRow(t *testing.T) {
 		t.Errorf("conflicts (-want +got):\n%s", diff)
 	}
 }
+
+// BenchmarkPlanInserts: what Exec does before it writes a batch of 8192
+// inserts of new rows (the bench's inserts part): the segments, the fast
+// path's planning and the keys left to check.
+func BenchmarkPlanInserts(b *testing.B) {
+	table := &source.Table{Name: "bench", Columns: make([]source.Column, 6), PK: []int{0}, KeyOnlyBefore: true}
+	changes := make([]source.Change, 8192)
+	for i := range changes {
+		changes[i] = source.Change{Table: table, Op: source.Insert, After: source.Row{int64(1000 + i), int64(i), "c", "pad", nil, source.DateTime("2026-11-27 14:00:00.123456")}}
+	}
+	b.ReportAllocs()
+	for range b.N {
+		steps := batch.Plan(nil, changes)
+		fast, keys := planCopies(nil, changes, steps, 32, copySavepoints)
+		if len(withoutKeys(changes, keys)) != 0 || len(fast) != 1 {
+			b.Fatal("not every row by COPY")
+		}
+	}
+}
