@@ -416,11 +416,8 @@ func (t *target) copyRows(ctx context.Context, b *pgx.Batch, p *plan, rows []sou
 		return nil, false, err
 	}
 	t.copies++
-	t.copyBuf.Reset()
-	for _, row := range rows {
-		t.copyBuf.B = appendCopyRow(t.copyBuf.B, p, row)
-	}
-	_, err = t.conn.PgConn().CopyFrom(ctx, &t.copyBuf, p.copy)
+	sql := t.fillCopy(p, rows)
+	_, err = t.conn.PgConn().CopyFrom(ctx, &t.copyBuf, sql)
 	t.a.copies.Add(1)
 	b = &pgx.Batch{}
 	if err == nil {
@@ -441,6 +438,32 @@ func (t *target) copyRows(ctx context.Context, b *pgx.Batch, p *plan, rows []sou
 		return nil, false, err
 	}
 	return b, false, nil
+}
+
+// fillCopy puts rows into t.copyBuf as COPY data, in binary format when
+// the table and every value have one (copybin.go), else as text, and
+// returns the COPY statement for it.
+func (t *target) fillCopy(p *plan, rows []source.Row) string {
+	t.copyBuf.Reset()
+	if p.copyBinary != "" && !t.a.cfg.TextCopy {
+		b, ok := appendBinaryHeader(t.copyBuf.B), true
+		for _, row := range rows {
+			if b, ok = appendBinaryRow(b, p, row); !ok {
+				break
+			}
+		}
+		if ok {
+			t.copyBuf.B = appendBinaryTrailer(b)
+			t.a.binaryCopies.Add(1)
+			return p.copyBinary
+		}
+		t.copyBuf.B = b
+		t.copyBuf.Reset()
+	}
+	for _, row := range rows {
+		t.copyBuf.B = appendCopyRow(t.copyBuf.B, p, row)
+	}
+	return p.copy
 }
 
 // copyBuffer is the COPY data of one statement, read by CopyFrom.

@@ -53,6 +53,10 @@ type Config struct {
 	// locking read) takes (default 32; below it the round trip of its own
 	// costs more than it saves). A negative value turns them off.
 	FastRows int
+	// TextCopy makes the insert fast path's COPY use the text format
+	// always, not the binary format where every value has one
+	// (copybin.go); for tests and measurements.
+	TextCopy bool
 	// LockRetries is how many times a batch that hit a deadlock, lock
 	// timeout or serialization failure is retried in place (default 20).
 	LockRetries int
@@ -81,6 +85,8 @@ type Applier struct {
 	// copies counts the COPYs of the insert fast path (copy.go), and
 	// copyFallbacks those that met a present row and were rolled back.
 	copies, copyFallbacks atomic.Int64
+	// binaryCopies counts the COPYs that went in binary format.
+	binaryCopies atomic.Int64
 }
 
 var _ pipeline.Sink = (*Applier)(nil)
