@@ -22,7 +22,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	pgxconn "github.com/jackc/pgx/v5/pgconn"
-	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/regiond/regiond/checkpoint"
 	"github.com/regiond/regiond/internal/pgconn"
@@ -134,6 +133,7 @@ func (a *Applier) connect(ctx context.Context) (*pgx.Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("region %s: connect: %w", a.cfg.Target, err)
 	}
+	useTextArrayCodec(conn)
 	return conn, nil
 }
 
@@ -548,7 +548,7 @@ func columnArrays(p *plan, cols []int, rows []source.Row) []any {
 	args := make([]any, len(cols))
 	for n, i := range cols {
 		c := p.cols[i]
-		arr := make(pgtype.FlatArray[pgtype.Text], len(rows))
+		arr := make(textArray, len(rows))
 		for r, row := range rows {
 			arr[r] = encode(row[i], c)
 		}
