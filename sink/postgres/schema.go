@@ -89,8 +89,8 @@ type column struct {
 	kind      kind
 	oid       uint32 // the base type (of a domain, its base type)
 	width     int    // bit(n), bit varying(n): n; 0 when unknown
-	generated bool // GENERATED ALWAYS AS (...) STORED: never written
-	identity  bool // GENERATED ALWAYS AS IDENTITY: written, never updated
+	generated bool   // GENERATED ALWAYS AS (...) STORED: never written
+	identity  bool   // GENERATED ALWAYS AS IDENTITY: written, never updated
 }
 
 // pgTable is a target table's definition.
