@@ -33,7 +33,9 @@ import (
 // not checked by that ordinary path either (only a key's first change is);
 // its fallback is the upsert alone.
 //
-// COPY writes through the same type input functions, column modifiers,
+// COPY (in text format, or in binary format where copybin.go has a form
+// that stores the same) writes through the same type input functions (or
+// the matching receive functions), column modifiers,
 // triggers (session_replication_role = replica leaves only ALWAYS triggers
 // on, as for the INSERT) and identity columns (COPY writes given values as
 // OVERRIDING SYSTEM VALUE does) as the INSERT it replaces; only PostgreSQL
