@@ -238,16 +238,18 @@ type Step struct {
 func Plan(rules *Rules, changes []source.Change) []Step {
 	var (
 		steps []Step
-		plain []source.Change
+		plain = -1 // changes[plain:] up to the current one are plain
 		cur   *Step
 		seen  map[string]bool
 		kb    []byte
 	)
-	flushPlain := func() {
-		for _, s := range Segments(plain) {
+	// The plain changes between two rule steps are consecutive: Segments
+	// takes them as a slice of changes, not a copy.
+	flushPlain := func(to int) {
+		for _, s := range Segments(changes[plain:to]) {
 			steps = append(steps, Step{Segment: s})
 		}
-		plain = plain[:0]
+		plain = -1
 	}
 	add := func(c source.Change, key source.Row) {
 		kb = AppendKey(kb[:0], c.Table, key)
@@ -259,7 +261,7 @@ func Plan(rules *Rules, changes []source.Change) []Step {
 		seen[string(kb)] = true
 		cur.Changes = append(cur.Changes, c)
 	}
-	for _, c := range changes {
+	for n, c := range changes {
 		if rules != nil && rules.Local {
 			// The region's own writes: only its last_writer_wins deletes
 			// need work, a tombstone.
@@ -278,11 +280,13 @@ func Plan(rules *Rules, changes []source.Change) []Step {
 			if cur != nil {
 				cur = nil
 			}
-			plain = append(plain, c)
+			if plain < 0 {
+				plain = n
+			}
 			continue
 		}
-		if len(plain) > 0 {
-			flushPlain()
+		if plain >= 0 {
+			flushPlain(n)
 		}
 		if c.Op == source.Update && !SameKey(c.Table, c.Before, c.After) {
 			add(source.Change{Table: c.Table, Op: source.Delete, Before: c.Before, TxnID: c.TxnID}, c.Before)
@@ -297,8 +301,8 @@ func Plan(rules *Rules, changes []source.Change) []Step {
 		// cur may have moved when steps grew: re-point it.
 		cur = &steps[len(steps)-1]
 	}
-	if len(plain) > 0 {
-		flushPlain()
+	if plain >= 0 {
+		flushPlain(len(changes))
 	}
 	return steps
 }

@@ -21,6 +21,8 @@ type Segment struct {
 	// one per key, in the order each key first appeared.
 	Rows []source.Row
 	idx  map[string]int
+	ints map[int64]int // idx for keys of one int64 column
+	size int           // the most rows it can take (runLength)
 }
 
 // Segments splits changes into segments. Updates that keep the primary key
@@ -36,10 +38,37 @@ func Segments(changes []source.Change) []*Segment {
 		cur  *Segment
 		kb   []byte
 	)
-	put := func(t *source.Table, del bool, row source.Row) {
+	put := func(t *source.Table, del bool, row source.Row, rest []source.Change) {
 		if cur == nil || cur.Table != t || cur.Delete != del {
-			cur = &Segment{Table: t, Delete: del, idx: make(map[string]int)}
+			// Sized for the changes the segment will take: a batch is
+			// often one long segment, and growing its rows and index
+			// copies them over and over.
+			cur = &Segment{Table: t, Delete: del}
+			cur.size = runLength(rest, t, del)
+			cur.Rows = make([]source.Row, 0, cur.size)
 			segs = append(segs, cur)
+		}
+		// A key of one int64 column (the common case) is indexed by its
+		// value, without key bytes of its own; a key is int64 in every
+		// row of a table or in none (a column's values have one kind).
+		if len(t.PK) == 1 {
+			if v, ok := row[t.PK[0]].(int64); ok {
+				if cur.ints == nil {
+					cur.ints = make(map[int64]int, cur.size)
+				}
+				if i, ok := cur.ints[v]; ok {
+					if !del {
+						cur.Rows[i] = mergeUnchanged(cur.Rows[i], row)
+					}
+					return
+				}
+				cur.ints[v] = len(cur.Rows)
+				cur.Rows = append(cur.Rows, row)
+				return
+			}
+		}
+		if cur.idx == nil {
+			cur.idx = make(map[string]int)
 		}
 		kb = AppendKey(kb[:0], t, row)
 		if i, ok := cur.idx[string(kb)]; ok {
@@ -51,20 +80,41 @@ func Segments(changes []source.Change) []*Segment {
 		cur.idx[string(kb)] = len(cur.Rows)
 		cur.Rows = append(cur.Rows, row)
 	}
-	for _, c := range changes {
+	for n, c := range changes {
 		switch c.Op {
 		case source.Insert:
-			put(c.Table, false, c.After)
+			put(c.Table, false, c.After, changes[n:])
 		case source.Delete:
-			put(c.Table, true, c.Before)
+			put(c.Table, true, c.Before, changes[n:])
 		case source.Update:
 			if !SameKey(c.Table, c.Before, c.After) {
-				put(c.Table, true, c.Before)
+				put(c.Table, true, c.Before, changes[n:])
 			}
-			put(c.Table, false, c.After)
+			put(c.Table, false, c.After, changes[n:])
 		}
 	}
 	return segs
+}
+
+// runLength bounds the rows of a segment of t (a delete segment if del)
+// that starts with changes[0]: that change and the changes after it that
+// the segment takes in a row.
+func runLength(changes []source.Change, t *source.Table, del bool) int {
+	n := 1
+	for _, c := range changes[1:] {
+		if c.Table != t {
+			break
+		}
+		switch {
+		case del && c.Op == source.Delete:
+		case !del && c.Op == source.Insert:
+		case !del && c.Op == source.Update && SameKey(c.Table, c.Before, c.After):
+		default:
+			return n
+		}
+		n++
+	}
+	return n
 }
 
 // mergeUnchanged returns next, with its Unchanged values taken from prev.

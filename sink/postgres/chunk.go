@@ -44,6 +44,7 @@ func (a *Applier) BeginChunk(ctx context.Context, marker, kind string, guard []s
 		if err != nil {
 			return nil, nil, fmt.Errorf("region %s: connect: %w", a.cfg.Target, err)
 		}
+		useTextArrayCodec(conn)
 		if err := a.setupSession(ctx, conn); err != nil {
 			closeConn(conn)
 			return nil, nil, err

@@ -33,7 +33,9 @@ import (
 // not checked by that ordinary path either (only a key's first change is);
 // its fallback is the upsert alone.
 //
-// COPY writes through the same type input functions, column modifiers,
+// COPY (in text format, or in binary format where copybin.go has a form
+// that stores the same) writes through the same type input functions (or
+// the matching receive functions), column modifiers,
 // triggers (session_replication_role = replica leaves only ALWAYS triggers
 // on, as for the INSERT) and identity columns (COPY writes given values as
 // OVERRIDING SYSTEM VALUE does) as the INSERT it replaces; only PostgreSQL
@@ -92,6 +94,11 @@ type keyStates struct {
 	state   []keyState
 	size    int // the expected number of keys
 	kb      []byte
+	// checked is, per change, the index in state of the key
+	// batch.CheckRemote checks (the after image's of an insert, the
+	// before image's otherwise), or -1 (a last_writer_wins change): so
+	// that withoutKeys needs no lookup.
+	checked []int32
 }
 
 type tableKeys struct {
@@ -134,9 +141,9 @@ func (m *keyStates) get(t *source.Table, row source.Row) *keyState {
 	return &m.state[i]
 }
 
-// add returns the state of row's key in t, and whether it is new. The
-// pointer is valid until the next add.
-func (m *keyStates) add(t *source.Table, row source.Row) (*keyState, bool) {
+// add returns the state of row's key in t, its index in m.state, and
+// whether it is new. The pointer is valid until the next add.
+func (m *keyStates) add(t *source.Table, row source.Row) (*keyState, int32, bool) {
 	tk := m.byTable[t]
 	if tk == nil {
 		tk = &tableKeys{}
@@ -148,7 +155,7 @@ func (m *keyStates) add(t *source.Table, row source.Row) (*keyState, bool) {
 			tk.ints = make(map[int64]int32, m.size)
 		}
 		if i, ok := tk.ints[v]; ok {
-			return &m.state[i], false
+			return &m.state[i], i, false
 		}
 		tk.ints[v] = n
 	} else {
@@ -156,12 +163,12 @@ func (m *keyStates) add(t *source.Table, row source.Row) (*keyState, bool) {
 			tk.other = make(map[string]int32)
 		}
 		if i, ok := tk.other[string(m.kb)]; ok {
-			return &m.state[i], false
+			return &m.state[i], i, false
 		}
 		tk.other[string(m.kb)] = n
 	}
 	m.state = append(m.state, keyState{})
-	return &m.state[n], true
+	return &m.state[n], n, true
 }
 
 // planCopies picks, per upsert segment of steps (by step index), the rows
@@ -176,15 +183,23 @@ func planCopies(rules *batch.Rules, changes []source.Change, steps []batch.Step,
 	if rules != nil && rules.Local {
 		return nil, nil
 	}
-	keys := &keyStates{byTable: map[*source.Table]*tableKeys{}, state: make([]keyState, 0, len(changes)), size: len(changes)}
+	keys := &keyStates{byTable: map[*source.Table]*tableKeys{}, state: make([]keyState, 0, len(changes)), size: len(changes),
+		checked: make([]int32, len(changes))}
 	n := 0
+	// touch records row's key; the first key a change touches is the one
+	// batch.CheckRemote checks.
 	touch := func(c source.Change, row source.Row, how uint8) {
-		if s, isNew := keys.add(c.Table, row); isNew {
+		s, i, isNew := keys.add(c.Table, row)
+		if isNew {
 			s.first, s.how = int32(n), how
+		}
+		if keys.checked[n] < 0 {
+			keys.checked[n] = i
 		}
 	}
 	for i, c := range changes {
 		n = i
+		keys.checked[i] = -1
 		if rules.LWW(c.Table.Name) {
 			continue
 		}
@@ -290,15 +305,11 @@ func planCopies(rules *batch.Rules, changes []source.Change, steps []batch.Step,
 
 // withoutKeys returns changes without those whose key (as batch.CheckRemote
 // picks it: the after image of an insert, the before image otherwise) is
-// marked skip in keys.
+// marked skip in keys, which planCopies made of the same changes.
 func withoutKeys(changes []source.Change, keys *keyStates) []source.Change {
 	var out []source.Change
 	for n, c := range changes {
-		key := c.Before
-		if c.Op == source.Insert {
-			key = c.After
-		}
-		if s := keys.get(c.Table, key); s == nil || !s.skip {
+		if i := keys.checked[n]; i < 0 || !keys.state[i].skip {
 			if out != nil {
 				out = append(out, c)
 			}
@@ -407,11 +418,8 @@ func (t *target) copyRows(ctx context.Context, b *pgx.Batch, p *plan, rows []sou
 		return nil, false, err
 	}
 	t.copies++
-	t.copyBuf.Reset()
-	for _, row := range rows {
-		t.copyBuf.B = appendCopyRow(t.copyBuf.B, p, row)
-	}
-	_, err = t.conn.PgConn().CopyFrom(ctx, &t.copyBuf, p.copy)
+	sql := t.fillCopy(p, rows)
+	_, err = t.conn.PgConn().CopyFrom(ctx, &t.copyBuf, sql)
 	t.a.copies.Add(1)
 	b = &pgx.Batch{}
 	if err == nil {
@@ -432,6 +440,32 @@ func (t *target) copyRows(ctx context.Context, b *pgx.Batch, p *plan, rows []sou
 		return nil, false, err
 	}
 	return b, false, nil
+}
+
+// fillCopy puts rows into t.copyBuf as COPY data, in binary format when
+// the table and every value have one (copybin.go), else as text, and
+// returns the COPY statement for it.
+func (t *target) fillCopy(p *plan, rows []source.Row) string {
+	t.copyBuf.Reset()
+	if p.copyBinary != "" && !t.a.cfg.TextCopy {
+		b, ok := appendBinaryHeader(t.copyBuf.B), true
+		for _, row := range rows {
+			if b, ok = appendBinaryRow(b, p, row); !ok {
+				break
+			}
+		}
+		if ok {
+			t.copyBuf.B = appendBinaryTrailer(b)
+			t.a.binaryCopies.Add(1)
+			return p.copyBinary
+		}
+		t.copyBuf.B = b
+		t.copyBuf.Reset()
+	}
+	for _, row := range rows {
+		t.copyBuf.B = appendCopyRow(t.copyBuf.B, p, row)
+	}
+	return p.copy
 }
 
 // copyBuffer is the COPY data of one statement, read by CopyFrom.

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"fmt"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -245,5 +246,107 @@ func TestUpdateFastPathMissingRow(t *testing.T) {
 	want := []string{"[2] t1: update from east found no row in west"}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("conflicts (-want +got):\n%s", diff)
+	}
+}
+
+// BenchmarkPlanInserts: what Exec does before it writes a batch of 8192
+// inserts of new rows (the bench's inserts part): the segments, the fast
+// path's planning and the keys left to check.
+func BenchmarkPlanInserts(b *testing.B) {
+	table := &source.Table{Name: "bench", Columns: make([]source.Column, 6), PK: []int{0}, KeyOnlyBefore: true}
+	changes := make([]source.Change, 8192)
+	for i := range changes {
+		changes[i] = source.Change{Table: table, Op: source.Insert, After: source.Row{int64(1000 + i), int64(i), "c", "pad", nil, source.DateTime("2026-11-27 14:00:00.123456")}}
+	}
+	b.ReportAllocs()
+	for range b.N {
+		steps := batch.Plan(nil, changes)
+		fast, keys := planCopies(nil, changes, steps, 32, copySavepoints)
+		if len(withoutKeys(changes, keys)) != 0 || len(fast) != 1 {
+			b.Fatal("not every row by COPY")
+		}
+	}
+}
+
+// TestBinaryCopyMatchesText: the insert fast path's binary COPY stores
+// what its text COPY stores, over every type with a binary form and their
+// edge values (type modifiers, rounding, a domain); values without a
+// certain binary form make the COPY go as text.
+func TestBinaryCopyMatchesText(t *testing.T) {
+	e := newEnv(t, `CREATE DOMAIN small_pos AS integer CHECK (VALUE > 0)`,
+		`CREATE TABLE bin (id bigint PRIMARY KEY, i2 smallint, i4 integer, i8 bigint, s text, vc varchar(10), ch char(5),
+			b boolean, f4 real, f8 double precision, by bytea, d date, dt timestamp(6), dt0 timestamp(0), dt3 timestamp(3),
+			ts timestamptz(6), dom small_pos)`)
+	table := &source.Table{Name: "bin", Columns: columns("id", "i2", "i4", "i8", "s", "vc", "ch", "b", "f4", "f8", "by", "d", "dt", "dt0", "dt3", "ts", "dom"), PK: []int{0}}
+	rows := []source.Row{
+		{int64(1), nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil},
+		{int64(2), int64(-32768), int64(math.MaxInt32), int64(math.MinInt64), "tab\there\\ \\N \n", "héllo wörl", "ab",
+			true, float32(0.1), math.Copysign(0, -1), []byte{0, 1, 255}, source.Date("0001-01-01"),
+			source.DateTime("1999-12-31 23:59:59.999999"), source.DateTime("2024-02-29 12:34:56.5"),
+			source.DateTime("2024-02-29 12:34:56.123456"), source.Timestamp("9999-12-31 23:59:59.999999"), int64(5)},
+		{int64(3), int64(32767), int64(math.MinInt32), uint64(42), int64(-7), "", "abcde",
+			false, float32(-1e-40), math.Inf(1), "xyz", source.Date("2000-02-29"),
+			source.DateTime("1970-01-01 00:00:00"), source.DateTime("1999-12-31 23:59:59.5"),
+			source.DateTime("2000-01-01 00:00:00.0005"), source.Timestamp("2000-01-01 00:00:00.000001"), int64(math.MaxInt32)},
+		{int64(4), nil, int64(0), int64(math.MaxInt64), "ünïcødé", "x", "a  ", true, float32(math.Inf(-1)), 1e308, []byte{},
+			source.Date("1600-03-01"), source.DateTime("1900-02-28 23:00:00.1"), nil, nil, source.Timestamp("1969-07-20 20:17:40"), int64(1)},
+	}
+	// Each of these has no certain binary form: its COPY goes as text.
+	textOnly := []source.Row{
+		{int64(10), nil, nil, nil, nil, nil, nil, nil, nil, math.NaN(), nil, nil, nil, nil, nil, nil, nil},
+		{int64(11), nil, nil, source.Decimal("12"), nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil},
+		{int64(12), nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, source.DateTime("2024-01-01 24:00:00"), nil, nil, nil, nil},
+		{int64(13), nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, source.DateTime("2024-01-01 10:00:00"), nil},
+		{int64(14), nil, nil, nil, nil, nil, nil, true, nil, nil, nil, nil, nil, nil, nil, nil, nil}, // bool into integer
+	}
+	textOnly[4][2], textOnly[4][7] = true, nil
+	changes := func(rows []source.Row) []source.Change {
+		var out []source.Change
+		for _, r := range rows {
+			out = append(out, ins(table, r))
+		}
+		return out
+	}
+	var dumps [2][]string
+	for n, textCopy := range []bool{true, false} {
+		e.reset(t, "bin")
+		a := e.applier(t, Config{Tables: []string{"bin"}, FastRows: 1, TextCopy: textCopy})
+		mustApply(t, a, txn(100, changes(rows)...))
+		for i, r := range textOnly {
+			mustApply(t, a, txn(uint64(200+i), ins(table, r)))
+		}
+		dumps[n] = e.dump(t, "bin")
+		wantBinary := int64(1)
+		if textCopy {
+			wantBinary = 0
+		}
+		if c, b := a.copies.Load(), a.binaryCopies.Load(); c != int64(1+len(textOnly)) || b != wantBinary {
+			t.Errorf("TextCopy %v: %d COPYs, %d binary; want %d, %d", textCopy, c, b, 1+len(textOnly), wantBinary)
+		}
+	}
+	if diff := cmp.Diff(dumps[0], dumps[1]); diff != "" {
+		t.Errorf("binary COPY stored other rows than text COPY (-text +binary):\n%s", diff)
+	}
+	if len(dumps[0]) != len(rows)+len(textOnly) {
+		t.Errorf("%d rows, want %d", len(dumps[0]), len(rows)+len(textOnly))
+	}
+	t.Logf("rows:\n%s", strings.Join(dumps[1], "\n"))
+}
+
+func TestParseDateTime(t *testing.T) {
+	for _, s := range []string{"0001-01-01 00:00:00", "1969-12-31 23:59:59.999999", "2000-01-01 00:00:00", "2024-02-29 12:34:56.5", "9999-12-31 23:59:59.123"} {
+		want, err := time.Parse("2006-01-02 15:04:05.999999", s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, ok := parseDateTime(s)
+		if wantUS := want.UnixMicro() - time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC).UnixMicro(); !ok || got != wantUS {
+			t.Errorf("parseDateTime(%q) = %d, %v; want %d", s, got, ok, wantUS)
+		}
+	}
+	for _, s := range []string{"0000-00-00 00:00:00", "2023-02-29 00:00:00", "2024-01-01 24:00:00", "2024-01-01 00:00:60", "2024-01-01 00:00:00.1234567", "10000-01-01 00:00:00", "2024-01-01 00:00:00.", "2024-1-01 00:00:00"} {
+		if _, ok := parseDateTime(s); ok {
+			t.Errorf("parseDateTime(%q) ok, want not", s)
+		}
 	}
 }

@@ -22,7 +22,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	pgxconn "github.com/jackc/pgx/v5/pgconn"
-	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/regiond/regiond/checkpoint"
 	"github.com/regiond/regiond/internal/pgconn"
@@ -53,6 +52,10 @@ type Config struct {
 	// locking read) takes (default 32; below it the round trip of its own
 	// costs more than it saves). A negative value turns them off.
 	FastRows int
+	// TextCopy makes the insert fast path's COPY use the text format
+	// always, not the binary format where every value has one
+	// (copybin.go); for tests and measurements.
+	TextCopy bool
 	// LockRetries is how many times a batch that hit a deadlock, lock
 	// timeout or serialization failure is retried in place (default 20).
 	LockRetries int
@@ -81,6 +84,8 @@ type Applier struct {
 	// copies counts the COPYs of the insert fast path (copy.go), and
 	// copyFallbacks those that met a present row and were rolled back.
 	copies, copyFallbacks atomic.Int64
+	// binaryCopies counts the COPYs that went in binary format.
+	binaryCopies atomic.Int64
 }
 
 var _ pipeline.Sink = (*Applier)(nil)
@@ -128,6 +133,7 @@ func (a *Applier) connect(ctx context.Context) (*pgx.Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("region %s: connect: %w", a.cfg.Target, err)
 	}
+	useTextArrayCodec(conn)
 	return conn, nil
 }
 
@@ -542,7 +548,7 @@ func columnArrays(p *plan, cols []int, rows []source.Row) []any {
 	args := make([]any, len(cols))
 	for n, i := range cols {
 		c := p.cols[i]
-		arr := make(pgtype.FlatArray[pgtype.Text], len(rows))
+		arr := make(textArray, len(rows))
 		for r, row := range rows {
 			arr[r] = encode(row[i], c)
 		}

@@ -87,9 +87,10 @@ type column struct {
 	// of truncating it, as an explicit cast to varchar(10) would).
 	cast      string
 	kind      kind
-	width     int  // bit(n), bit varying(n): n; 0 when unknown
-	generated bool // GENERATED ALWAYS AS (...) STORED: never written
-	identity  bool // GENERATED ALWAYS AS IDENTITY: written, never updated
+	oid       uint32 // the base type (of a domain, its base type)
+	width     int    // bit(n), bit varying(n): n; 0 when unknown
+	generated bool   // GENERATED ALWAYS AS (...) STORED: never written
+	identity  bool   // GENERATED ALWAYS AS IDENTITY: written, never updated
 }
 
 // pgTable is a target table's definition.
@@ -138,6 +139,7 @@ func loadTable(ctx context.Context, conn *pgx.Conn, schema, name string) (*pgTab
 			return nil, err
 		}
 		c.kind = kindOf(uint32(base), category)
+		c.oid = uint32(base)
 		if (c.kind == kindBit || c.kind == kindVarbit) && typmod > 0 {
 			c.width = int(typmod)
 		}
@@ -221,6 +223,9 @@ type plan struct {
 	insert string // the same without ON CONFLICT: a present key is an error
 	delete string // DELETE ... WHERE (key) IN (SELECT ... FROM unnest(...))
 	copy   string // COPY ... (written columns) FROM STDIN, text format (copy.go)
+	// copyBinary is the same COPY in binary format, "" when a written
+	// column has no binary form in copybin.go.
+	copyBinary string
 	// present is the UPDATE of full rows, with the upsert's arguments,
 	// returning the ordinals of the rows it found (copy.go); "" when the
 	// key is not written or nothing but the key is.
@@ -303,6 +308,9 @@ func newPlan(region string, st *source.Table, t *pgTable) (*plan, error) {
 		" FROM unnest(" + args.String() + ") AS u(" + alias.String() + ")"
 	p.upsert = p.insert + " ON CONFLICT (" + p.keyList("") + ")" + conflict
 	p.copy = "COPY " + t.ident + " (" + ins.String() + ") FROM STDIN"
+	if binaryCopyable(p, p.written) {
+		p.copyBinary = p.copy + " (FORMAT binary)"
+	}
 	p.present = presentUpdate(p, alias.String(), args.String())
 
 	var ksel, kargs, kalias strings.Builder

@@ -59,6 +59,8 @@ type decoder struct {
 	commit  time.Time
 	changes []source.Change
 	txnID   string // the transaction's commit LSN, for Change.TxnID
+	// arena holds the decoded rows and their text.
+	arena arena
 	// sizeHint is the number of changes of the last transaction (or chunk)
 	// that had any: the capacity the next one starts with.
 	sizeHint int
@@ -341,7 +343,7 @@ func (d *decoder) update(ctx context.Context, m *pglogrepl.UpdateMessage) error 
 	} else {
 		// No old tuple: the key did not change. Sinks find the row by the
 		// before image's key.
-		before = make(source.Row, len(after))
+		before = d.arena.row(len(after))
 		for _, k := range rel.table.PK {
 			if after[k] == source.Unchanged {
 				return pipeline.Permanent(fmt.Errorf("region %s: table %s: update without old key leaves key column %s as an unchanged TOASTed value: ALTER TABLE %s REPLICA IDENTITY FULL",
@@ -375,7 +377,7 @@ func (d *decoder) row(rel *relation, tup *pglogrepl.TupleData, image string) (so
 	if len(tup.Columns) != len(rel.kinds) {
 		return nil, fmt.Errorf("region %s: table %s: %s tuple has %d columns, the relation %d", d.region, rel.name, image, len(tup.Columns), len(rel.kinds))
 	}
-	row := make(source.Row, len(tup.Columns))
+	row := d.arena.row(len(tup.Columns))
 	bad, badErr := -1, error(nil)
 	for i, c := range tup.Columns {
 		switch c.DataType {
@@ -383,7 +385,7 @@ func (d *decoder) row(rel *relation, tup *pglogrepl.TupleData, image string) (so
 		case pglogrepl.TupleDataTypeToast:
 			row[i] = source.Unchanged
 		case pglogrepl.TupleDataTypeText:
-			v, err := convert(rel.kinds[i], rel.precision[i], c.Data)
+			v, err := convert(&d.arena, rel.kinds[i], rel.precision[i], c.Data)
 			if err != nil {
 				if bad < 0 {
 					bad, badErr = i, err

@@ -132,3 +132,41 @@ func TestDecoderMarker(t *testing.T) {
 		t.Fatalf("got %+v, want one Txn without changes ending at 0/108", *got)
 	}
 }
+
+// BenchmarkDecodeInsert: one insert of the bench's row (bigint key,
+// integer, varchar(120), char(60), integer, timestamp(6)) from message
+// bytes to a queued change, as the stream decodes it.
+func BenchmarkDecodeInsert(b *testing.B) {
+	d, _ := fakeDecoder(1<<30, 0)
+	d.emit = func(context.Context, source.Txn) error { return nil }
+	feed(d, &pglogrepl.RelationMessageV2{RelationMessage: pglogrepl.RelationMessage{
+		RelationID: 3, Namespace: "public", RelationName: "items", ReplicaIdentity: identDefault,
+		Columns: []*pglogrepl.RelationMessageColumn{
+			{Flags: 1, Name: "id", DataType: pgtype.Int8OID, TypeModifier: -1},
+			{Name: "k", DataType: pgtype.Int4OID, TypeModifier: -1},
+			{Name: "c", DataType: pgtype.VarcharOID, TypeModifier: 124},
+			{Name: "pad", DataType: pgtype.BPCharOID, TypeModifier: 64},
+			{Name: "n", DataType: pgtype.Int4OID, TypeModifier: -1},
+			{Name: "ts", DataType: pgtype.TimestampOID, TypeModifier: 6},
+		}}})
+	m := append([]byte("I"), 0, 0, 0, 3, 'N')
+	m = append(m, tupleBytes("123456", "4242", "some text of the c column, some text of the c column, some more text of the c column, up to 120",
+		"pad pad pad pad pad pad pad pad pad pad pad pad pad pad pad", nil, "2026-11-27 14:00:00.123456")...)
+	var s rowScratch
+	b.ReportAllocs()
+	for i := range b.N {
+		if i%100 == 0 {
+			feed(d, &pglogrepl.BeginMessage{FinalLSN: 1 << 40})
+		}
+		msg, err := s.parse(m)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := d.handle(context.Background(), msg); err != nil {
+			b.Fatal(err)
+		}
+		if i%100 == 99 {
+			feed(d, &pglogrepl.CommitMessage{TransactionEndLSN: 1<<40 + 1})
+		}
+	}
+}

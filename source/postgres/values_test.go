@@ -2,7 +2,9 @@ package postgres
 
 import (
 	"errors"
+	"fmt"
 	"math"
+	"runtime"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -72,8 +74,19 @@ func TestConvert(t *testing.T) {
 		{kindString, -1, "{1,2,NULL}", "{1,2,NULL}", nil},
 		{kindString, -1, "12:00:00+02", "12:00:00+02", nil},
 	}
-	for _, tc := range tests {
-		got, err := convert(tc.kind, tc.precision, []byte(tc.text))
+	// With and without an arena; the input is overwritten after each
+	// conversion, as the stream reuses its message buffers.
+	var a arena
+	for n, tc := range tests {
+		ar := &a
+		if n%2 == 0 {
+			ar = nil
+		}
+		in := []byte(tc.text)
+		got, err := convert(ar, tc.kind, tc.precision, in)
+		for i := range in {
+			in[i] = '#'
+		}
 		switch {
 		case tc.wantErr == errAny && err != nil:
 		case tc.wantErr != nil && errors.Is(err, tc.wantErr):
@@ -99,7 +112,7 @@ func FuzzConvert(f *testing.F) {
 		f.Add(uint8(kindTimestamp), int32(6), s)
 	}
 	f.Fuzz(func(t *testing.T, k uint8, precision int32, text string) {
-		v, err := convert(kind(k%(uint8(kindBits)+1)), precision, []byte(text))
+		v, err := convert(nil, kind(k%(uint8(kindBits)+1)), precision, []byte(text))
 		if err != nil {
 			return
 		}
@@ -125,4 +138,57 @@ func cut(s string) (string, string, bool) {
 		}
 	}
 	return s, "", false
+}
+
+// TestArenaValues: values boxed by the arena are equal to, switch like and
+// key maps like the values Go boxes itself, and survive the arena's slabs
+// filling up.
+func TestArenaValues(t *testing.T) {
+	var a arena
+	want := []any{"", "x", source.Decimal("1.5"), source.Date("2024-01-01"), source.DateTime("2024-01-01 00:00:00"),
+		source.Timestamp("2024-01-01 00:00:00.5"), source.Time("12:00:00"), source.JSON(`{"a":1}`), source.Bits("0101"),
+		int64(0), int64(255), int64(256), int64(-1), int64(math.MaxInt64)}
+	boxed := func(v any) any {
+		switch x := v.(type) {
+		case string:
+			return a.box(tString, x)
+		case source.Decimal:
+			return a.box(tDecimal, string(x))
+		case source.Date:
+			return a.box(tDate, string(x))
+		case source.DateTime:
+			return a.box(tDateTime, string(x))
+		case source.Timestamp:
+			return a.box(tTimestamp, string(x))
+		case source.Time:
+			return a.box(tTime, string(x))
+		case source.JSON:
+			return a.box(tJSON, string(x))
+		case source.Bits:
+			return a.box(tBits, string(x))
+		case int64:
+			return a.int(x)
+		}
+		panic(v)
+	}
+	var all []any
+	for range 2000 { // several slabs
+		for _, w := range want {
+			all = append(all, boxed(w))
+		}
+	}
+	runtime.GC()
+	seen := map[any]int{}
+	for i, got := range all {
+		w := want[i%len(want)]
+		if got != w || fmt.Sprintf("%T %v", got, got) != fmt.Sprintf("%T %v", w, w) {
+			t.Fatalf("value %d: got %T %v, want %T %v", i, got, got, w, w)
+		}
+		seen[got]++
+	}
+	for _, w := range want {
+		if seen[w] != 2000 {
+			t.Errorf("map key %T %v: %d, want 2000", w, w, seen[w])
+		}
+	}
 }
