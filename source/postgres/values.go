@@ -7,10 +7,10 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unsafe"
 
 	"github.com/jackc/pgx/v5/pgtype"
 
+	"github.com/regiond/regiond/internal/box"
 	"github.com/regiond/regiond/source"
 )
 
@@ -117,7 +117,7 @@ func convert(a *arena, k kind, precision int32, text []byte) (any, error) {
 		if s == "" {
 			return nil, fmt.Errorf("numeric: empty text")
 		}
-		return a.box(tDecimal, s), nil
+		return boxString(a, source.Decimal(s)), nil
 	case kindBytes:
 		return decodeBytea(s)
 	case kindDate:
@@ -127,7 +127,7 @@ func convert(a *arena, k kind, precision int32, text []byte) (any, error) {
 		if !isDate(s) {
 			return nil, fmt.Errorf("date %q: want YYYY-MM-DD (DateStyle ISO)", s)
 		}
-		return a.box(tDate, s), nil
+		return boxString(a, source.Date(s)), nil
 	case kindDateTime:
 		if err := checkFinite("timestamp", s); err != nil {
 			return nil, err
@@ -137,9 +137,9 @@ func convert(a *arena, k kind, precision int32, text []byte) (any, error) {
 			return nil, fmt.Errorf("timestamp %q: want YYYY-MM-DD HH:MM:SS[.ffffff]", s)
 		}
 		if p := padFraction(t, precision); p != t {
-			return a.box(tDateTime, d+" "+p), nil
+			return boxString(a, source.DateTime(d+" "+p)), nil
 		}
-		return a.box(tDateTime, s), nil
+		return boxString(a, source.DateTime(s)), nil
 	case kindTimestamp:
 		if err := checkFinite("timestamptz", s); err != nil {
 			return nil, err
@@ -150,25 +150,25 @@ func convert(a *arena, k kind, precision int32, text []byte) (any, error) {
 		}
 		d, t, _ := strings.Cut(v, " ")
 		if p := padFraction(t, precision); p != t {
-			return a.box(tTimestamp, d+" "+p), nil
+			return boxString(a, source.Timestamp(d+" "+p)), nil
 		}
-		return a.box(tTimestamp, v), nil
+		return boxString(a, source.Timestamp(v)), nil
 	case kindTime:
 		if !isClock(s) {
 			return nil, fmt.Errorf("time %q: want HH:MM:SS[.ffffff]", s)
 		}
-		return a.box(tTime, padFraction(s, precision)), nil
+		return boxString(a, source.Time(padFraction(s, precision))), nil
 	case kindJSON:
-		return a.box(tJSON, s), nil
+		return boxString(a, source.JSON(s)), nil
 	case kindBits:
 		for i := 0; i < len(s); i++ {
 			if s[i] != '0' && s[i] != '1' {
 				return nil, fmt.Errorf("bit string %q: want 0s and 1s", s)
 			}
 		}
-		return a.box(tBits, s), nil
+		return boxString(a, source.Bits(s)), nil
 	}
-	return a.box(tString, s), nil
+	return boxString(a, s), nil
 }
 
 // checkFinite rejects the special values and BC dates of PostgreSQL's
@@ -343,112 +343,39 @@ func Canonical(oid uint32, typmod int32, text string) (any, error) {
 	return convert(nil, k, precision, []byte(text))
 }
 
-// arena holds the text of the string values the decoder produces in an
-// append-only buffer and returns strings that view it: one allocation per
-// many values instead of one per value. Bytes once handed out are never
-// written again (a full buffer is replaced, never reused), so the strings
-// stay immutable as Go requires; a buffer lives as long as any of its
-// strings. Rows come from a slab of values the same way.
+// arena holds what the decoder's values are made of, so that a value costs
+// no allocation of its own: the text of string values (box.Text), the
+// string headers and integers their interfaces point to (box.Slab), and
+// rows (a slab of values). A nil arena allocates each value as Go does.
 type arena struct {
-	text []byte
+	text box.Text
+	strs box.Slab[string]
+	ints box.Slab[int64]
 	vals []any
-	// strs and ints hold the string headers and integers that the
-	// values' interfaces point to (see box).
-	strs []string
-	ints []int64
 }
 
-// eface is the layout of an interface value without methods (the Go
-// runtime's eface): the dynamic type, and a pointer to the value (for
-// types that are not pointers themselves).
-type eface struct {
-	typ, data unsafe.Pointer
-}
-
-func typeWord(v any) unsafe.Pointer { return (*eface)(unsafe.Pointer(&v)).typ }
-
-// The type words of the canonical string kinds.
-var (
-	tString    = typeWord("")
-	tDecimal   = typeWord(source.Decimal(""))
-	tDate      = typeWord(source.Date(""))
-	tDateTime  = typeWord(source.DateTime(""))
-	tTimestamp = typeWord(source.Timestamp(""))
-	tTime      = typeWord(source.Time(""))
-	tJSON      = typeWord(source.JSON(""))
-	tBits      = typeWord(source.Bits(""))
-)
-
-// box returns s as an interface value of the string kind whose type word
-// is typ. Putting a string into an interface allocates its header on the
-// heap, a value of its own per column of every row; the arena's headers
-// come from a slab instead. An interface built this way is the one the
-// conversion builds: the same type word, a pointer to a header that
-// nothing writes again (a full slab is replaced, never reused).
-func (a *arena) box(typ unsafe.Pointer, s string) (v any) {
-	var p *string
-	switch {
-	case s == "":
-		p = &emptyString // never written
-	case a == nil:
-		p = new(string) // what the conversion itself does
-	default:
-		if len(a.strs) == cap(a.strs) {
-			a.strs = make([]string, 0, 256)
-		}
-		a.strs = append(a.strs, "")
-		p = &a.strs[len(a.strs)-1]
-	}
-	if s != "" {
-		*p = s
-	}
-	e := (*eface)(unsafe.Pointer(&v))
-	e.typ, e.data = typ, unsafe.Pointer(p)
-	return v
-}
-
-// int returns n as an interface value (int64), its value in the arena's
-// slab as box does for strings. The runtime boxes 0 to 255 without an
-// allocation.
-func (a *arena) int(n int64) any {
-	if a == nil || n >= 0 && n < 256 {
-		return n
-	}
-	if len(a.ints) == cap(a.ints) {
-		a.ints = make([]int64, 0, 512)
-	}
-	a.ints = append(a.ints, n)
-	return box64(&a.ints[len(a.ints)-1])
-}
-
-var (
-	tInt64      = typeWord(int64(0))
-	emptyString string
-)
-
-func box64(p *int64) (v any) {
-	e := (*eface)(unsafe.Pointer(&v))
-	e.typ, e.data = tInt64, unsafe.Pointer(p)
-	return v
-}
-
-// arenaText is the size of a text buffer; longer values get their own.
-const arenaText = 32 << 10
-
-// str returns b as a string. A nil arena allocates it.
+// str returns b as a string.
 func (a *arena) str(b []byte) string {
-	if len(b) == 0 {
-		return ""
-	}
-	if a == nil || len(b) > arenaText/8 {
+	if a == nil {
 		return string(b)
 	}
-	if cap(a.text)-len(a.text) < len(b) {
-		a.text = make([]byte, 0, arenaText)
+	return a.text.String(b)
+}
+
+// int returns n in an interface.
+func (a *arena) int(n int64) any {
+	if a == nil {
+		return n
 	}
-	start := len(a.text)
-	a.text = append(a.text, b...)
-	return unsafe.String(&a.text[start], len(b))
+	return box.Int64(&a.ints, n)
+}
+
+// boxString returns s in an interface.
+func boxString[T ~string](a *arena, s T) any {
+	if a == nil {
+		return s
+	}
+	return box.String(&a.strs, s)
 }
 
 // row returns a zeroed row of n values, its capacity n so that nothing

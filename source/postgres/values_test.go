@@ -151,21 +151,21 @@ func TestArenaValues(t *testing.T) {
 	boxed := func(v any) any {
 		switch x := v.(type) {
 		case string:
-			return a.box(tString, x)
+			return boxString(&a, x)
 		case source.Decimal:
-			return a.box(tDecimal, string(x))
+			return boxString(&a, x)
 		case source.Date:
-			return a.box(tDate, string(x))
+			return boxString(&a, x)
 		case source.DateTime:
-			return a.box(tDateTime, string(x))
+			return boxString(&a, x)
 		case source.Timestamp:
-			return a.box(tTimestamp, string(x))
+			return boxString(&a, x)
 		case source.Time:
-			return a.box(tTime, string(x))
+			return boxString(&a, x)
 		case source.JSON:
-			return a.box(tJSON, string(x))
+			return boxString(&a, x)
 		case source.Bits:
-			return a.box(tBits, string(x))
+			return boxString(&a, x)
 		case int64:
 			return a.int(x)
 		}
