@@ -96,3 +96,25 @@ func (t *Text) String(b []byte) string {
 	t.buf = append(t.buf, b...)
 	return unsafe.String(&t.buf[start], len(b))
 }
+
+// Values hands out rows: zeroed []any of a given length cut from a shared
+// array, one allocation per valuesLen values instead of one per row. Each
+// row's capacity is its length, so that appending to one cannot write into
+// the next; slots once handed out are never handed out again. Rows longer
+// than valuesLen/16 get an array of their own.
+type Values struct{ free []any }
+
+const valuesLen = 1024
+
+// Take returns a row of n nil values.
+func (v *Values) Take(n int) []any {
+	if n > valuesLen/16 {
+		return make([]any, n)
+	}
+	if len(v.free) < n {
+		v.free = make([]any, valuesLen)
+	}
+	r := v.free[:n:n]
+	v.free = v.free[n:]
+	return r
+}

@@ -81,3 +81,29 @@ func TestTextStringsStay(t *testing.T) {
 		t.Fatalf("nil Text: %q", s)
 	}
 }
+
+func TestValuesRowsApart(t *testing.T) {
+	var vals Values
+	var rows [][]any
+	for i := range 500 {
+		n := i%70 + 1
+		r := vals.Take(n)
+		if len(r) != n || cap(r) != n {
+			t.Fatalf("row of %d: len %d cap %d", n, len(r), cap(r))
+		}
+		for j := range r {
+			if r[j] != nil {
+				t.Fatalf("row %d value %d not nil", i, j)
+			}
+			r[j] = i
+		}
+		rows = append(rows, r)
+	}
+	for i, r := range rows {
+		for j, v := range r {
+			if v != i {
+				t.Fatalf("row %d value %d = %v: another row wrote it", i, j, v)
+			}
+		}
+	}
+}

@@ -359,7 +359,7 @@ type decoder struct {
 	changes    []source.Change
 	lastLen    int // changes in the previous transaction: a capacity hint
 	sig        []byte
-	text       textArena      // formatted values of the fast row decoder
+	arena      arena          // what the fast row decoder's rows are made of
 	sqlParser  *parser.Parser // for query events, made on the first one
 }
 
@@ -697,7 +697,7 @@ func (d *decoder) decodeRows(et replication.EventType, def *tableDef, e *replica
 		return nil, fmt.Errorf("region %s: table %s: rows event without its row images", d.cfg.Region, def.table.Name)
 	}
 	if def.fast != nil && !d.reader.slowDecode {
-		rows, ok, err := def.fastRows(et, e, raw, &d.text)
+		rows, ok, err := def.fastRows(et, e, raw, &d.arena)
 		if err != nil {
 			return nil, fmt.Errorf("%w: region %s: %v", ErrUnsupported, d.cfg.Region, err)
 		}

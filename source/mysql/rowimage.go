@@ -231,7 +231,7 @@ func (def *tableDef) stringColumn(i, maxLen int) (fastCol, bool) {
 // fastRows decodes the images of e with def's plan. ok is false when the
 // event is not one the plan covers; err is a value convert would reject too
 // (a character that is invalid in its column's charset).
-func (def *tableDef) fastRows(et replication.EventType, e *replication.RowsEvent, raw rawImages, text *textArena) (rows []source.Row, ok bool, err error) {
+func (def *tableDef) fastRows(et replication.EventType, e *replication.RowsEvent, raw rawImages, a *arena) (rows []source.Row, ok bool, err error) {
 	switch et {
 	case replication.WRITE_ROWS_EVENTv1, replication.WRITE_ROWS_EVENTv2,
 		replication.UPDATE_ROWS_EVENTv1, replication.UPDATE_ROWS_EVENTv2,
@@ -254,20 +254,9 @@ func (def *tableDef) fastRows(et replication.EventType, e *replication.RowsEvent
 		}
 	}()
 	data := raw.data[raw.pos:]
-	img := &imageReader{data: data, text: text}
-	// Rows share backing arrays of values, sized by the rows that seem
-	// left, judged by the size of those decoded so far.
-	var slab []any
+	img := &imageReader{data: data, arena: a}
 	for img.pos < len(data) {
-		if len(slab) < n {
-			k := 1
-			if len(rows) > 0 {
-				k = (len(data)-img.pos)/max(1, img.pos/len(rows)) + 1
-			}
-			slab = make([]any, n*min(k, 64))
-		}
-		row := source.Row(slab[:n:n])
-		slab = slab[n:]
+		row := source.Row(a.rows.Take(n))
 		ok, err := def.fastImage(img, row)
 		if !ok || err != nil {
 			return nil, ok, err
@@ -296,22 +285,24 @@ func allSet(bitmap []byte, n int) bool {
 
 // imageReader walks the row images of one event.
 type imageReader struct {
-	data []byte
-	pos  int
-	text *textArena
+	data  []byte
+	pos   int
+	arena *arena
 }
 
-// textArena holds the text of formatted values (dates, times, decimals)
-// and boxes the decoded values into the row's interfaces (see package box):
-// one allocation per many values rather than one or two per value.
-type textArena struct {
+// arena is what the fast decoder's rows are made of, so that a value costs
+// no allocation of its own (see package box): the text of formatted values
+// (dates, times, decimals), the slabs the values' interfaces point into,
+// and the rows themselves.
+type arena struct {
 	text  box.Text
 	strs  box.Slab[string]
 	ints  box.Slab[int64]
 	uints box.Slab[uint64]
+	rows  box.Values
 }
 
-func (a *textArena) str(b []byte) string { return a.text.String(b) }
+func (a *arena) str(b []byte) string { return a.text.String(b) }
 
 // substr returns data[from:to] as a string without copying it. That is
 // sound because the event's buffer is its own (go-mysql reads each packet
@@ -329,7 +320,7 @@ func (r *imageReader) substr(from, to int) string {
 // into row.
 func (def *tableDef) fastImage(r *imageReader, row source.Row) (bool, error) {
 	n := len(def.fast)
-	var tmp [80]byte // a formatted value, before it goes to r.text
+	var tmp [80]byte // a formatted value, before it goes to r.arena
 	nulls := r.data[r.pos : r.pos+(n+7)/8]
 	r.pos += (n + 7) / 8
 	for i := range def.fast {
@@ -343,15 +334,15 @@ func (def *tableDef) fastImage(r *imageReader, row source.Row) (bool, error) {
 		size := c.size
 		switch c.op {
 		case opInt:
-			v = box.Int64(&r.text.ints, leInt(d, c.size))
+			v = box.Int64(&r.arena.ints, leInt(d, c.size))
 		case opUint:
-			v = box.Uint64(&r.text.uints, leUint(d, c.size))
+			v = box.Uint64(&r.arena.uints, leUint(d, c.size))
 		case opYear:
 			y := int64(d[0])
 			if y != 0 {
 				y += 1900
 			}
-			v = box.Int64(&r.text.ints, y)
+			v = box.Int64(&r.arena.ints, y)
 		case opFloat:
 			v = math.Float32frombits(binary.LittleEndian.Uint32(d))
 		case opDouble:
@@ -361,7 +352,7 @@ func (def *tableDef) fastImage(r *imageReader, row source.Row) (bool, error) {
 			if !ok {
 				return false, nil
 			}
-			v, size = box.String(&r.text.strs, source.Decimal(r.text.str(s))), m
+			v, size = box.String(&r.arena.strs, source.Decimal(r.arena.str(s))), m
 		case opDate:
 			u := uint64(d[0]) | uint64(d[1])<<8 | uint64(d[2])<<16
 			if u == 0 {
@@ -373,25 +364,25 @@ func (def *tableDef) fastImage(r *imageReader, row source.Row) (bool, error) {
 			out = appendPadded(out, u/32%16, 2)
 			out = append(out, '-')
 			out = appendPadded(out, u%32, 2)
-			v = box.String(&r.text.strs, source.Date(r.text.str(out)))
+			v = box.String(&r.arena.strs, source.Date(r.arena.str(out)))
 		case opDateTime2:
 			s, ok := decodeDateTime2(tmp[:0], d, c.dec)
 			if !ok {
 				return false, nil
 			}
-			v = box.String(&r.text.strs, source.DateTime(r.text.str(s)))
+			v = box.String(&r.arena.strs, source.DateTime(r.arena.str(s)))
 		case opTimestamp2:
 			s, ok := decodeTimestamp2(tmp[:0], d, c.dec)
 			if !ok {
 				return false, nil
 			}
-			v = box.String(&r.text.strs, source.Timestamp(r.text.str(s)))
+			v = box.String(&r.arena.strs, source.Timestamp(r.arena.str(s)))
 		case opTime2:
 			s, ok := decodeTime2(tmp[:0], d, c.dec)
 			if !ok {
 				return false, nil
 			}
-			v = box.String(&r.text.strs, source.Time(r.text.str(s)))
+			v = box.String(&r.arena.strs, source.Time(r.arena.str(s)))
 		case opBit:
 			var u uint64
 			for _, x := range d[:c.size] {
@@ -422,13 +413,13 @@ func (def *tableDef) fastImage(r *imageReader, row source.Row) (bool, error) {
 				v = padBinary(append(make([]byte, 0, max(l, c.pad)), b...), c.pad)
 			case c.conv == nil:
 				start := r.pos + c.size
-				v = box.String(&r.text.strs, r.substr(start, start+l))
+				v = box.String(&r.arena.strs, r.substr(start, start+l))
 			default:
 				s, err := decodeText(c.conv, b)
 				if err != nil {
 					return true, fmt.Errorf("table %s column %s: %w", def.table.Name, def.table.Columns[i].Name, err)
 				}
-				v = box.String(&r.text.strs, s)
+				v = box.String(&r.arena.strs, s)
 			}
 		}
 		row[i] = v

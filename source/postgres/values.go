@@ -351,7 +351,7 @@ type arena struct {
 	text box.Text
 	strs box.Slab[string]
 	ints box.Slab[int64]
-	vals []any
+	rows box.Values
 }
 
 // str returns b as a string.
@@ -378,16 +378,5 @@ func boxString[T ~string](a *arena, s T) any {
 	return box.String(&a.strs, s)
 }
 
-// row returns a zeroed row of n values, its capacity n so that nothing
-// appends into the next row.
-func (a *arena) row(n int) source.Row {
-	if n > 64 {
-		return make(source.Row, n)
-	}
-	if len(a.vals) < n {
-		a.vals = make([]any, 1024)
-	}
-	r := a.vals[:n:n]
-	a.vals = a.vals[n:]
-	return r
-}
+// row returns a row of n nil values.
+func (a *arena) row(n int) source.Row { return a.rows.Take(n) }
