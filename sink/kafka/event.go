@@ -31,17 +31,24 @@ type Event struct {
 	Op     string // OpCreate, OpUpdate, OpDelete or OpSnapshot
 	Before source.Row
 	After  source.Row
-	// TxID identifies the source transaction; Pos identifies the event
-	// itself, the same every time the same transaction is read again.
-	TxID, Pos string
+	// TxID identifies the source transaction; Index is the event's place
+	// in it: together they are source.pos (see appendPos), the same every
+	// time the same transaction is read again.
+	TxID  string
+	Index int
 	// Commit is the source commit time (the read time for snapshots).
 	Commit time.Time
 }
 
-// Pos is the text of source.pos for the index-th event of the transaction
-// txid: "<txid>#<index>". Consumers drop an event whose region and pos they
-// have seen before.
-func Pos(txid string, index int) string { return txid + "#" + strconv.Itoa(index) }
+// appendPos appends, as a JSON string, source.pos of the index-th event of
+// transaction txid: "<txid>#<index>". Consumers drop an event whose region
+// and pos they have seen before.
+func appendPos(b []byte, txid string, index int) []byte {
+	b = appendText(b, txid)
+	b = append(b[:len(b)-1], '#') // '#' and digits need no escaping
+	b = strconv.AppendInt(b, int64(index), 10)
+	return append(b, '"')
+}
 
 // Key renders the primary key of row as the message key: a JSON object of
 // the key columns in primary-key order, with values in their canonical form
@@ -159,7 +166,7 @@ func (tj *tableJSON) appendValue(b []byte, e *Event, now time.Time) []byte {
 	b = append(b, `,"after":`...)
 	b = tj.appendRow(b, e.After)
 	b = append(b, tj.source...)
-	b = appendText(b, e.Pos)
+	b = appendPos(b, e.TxID, e.Index)
 	b = append(b, `,"ts_ms":`...)
 	b = strconv.AppendInt(b, e.Commit.UnixMilli(), 10)
 	b = append(b, `,"txid":`...)

@@ -44,7 +44,7 @@ func referenceAppendValue(o Origin, b []byte, e *Event, now time.Time) []byte {
 	b = append(b, `,"table":`...)
 	b = appendText(b, e.Table.Name)
 	b = append(b, `,"pos":`...)
-	b = appendText(b, e.Pos)
+	b = appendText(b, e.TxID+"#"+strconv.Itoa(e.Index))
 	b = append(b, `,"ts_ms":`...)
 	b = strconv.AppendInt(b, e.Commit.UnixMilli(), 10)
 	b = append(b, `,"txid":`...)
@@ -61,11 +61,11 @@ func TestAppendValueUnchanged(t *testing.T) {
 	origins := []Origin{{Region: "east", Engine: "mysql", DB: "app"}, {Region: "w\"e\\st\x01", Engine: "postgres", DB: "db\n"}}
 	row := source.Row{int64(42), source.Decimal("-1.50"), []byte{0, 1}, source.DateTime("2024-01-02 03:04:05.5"), nil, "n\"ote\u2028"}
 	events := []Event{
-		{Table: items, Op: OpCreate, After: row, TxID: "0-1-5", Pos: "0-1-5#0"},
-		{Table: items, Op: OpUpdate, Before: row, After: source.Row{int64(42), nil, nil, source.Timestamp("2024-01-02 03:04:05"), true, ""}, TxID: "0-1-6", Pos: "0-1-6#3"},
-		{Table: items, Op: OpDelete, Before: row[:3], TxID: "x", Pos: "x#1"},
-		{Table: odd, Op: OpSnapshot, After: source.Row{"k", source.Unchanged, uint64(1) << 62}, TxID: "backfill-1", Pos: "backfill-1#7"},
-		{Table: odd, Op: OpDelete, Before: source.Row{"k"}, TxID: "t\"x", Pos: "p\\os"},
+		{Table: items, Op: OpCreate, After: row, TxID: "0-1-5", Index: 0},
+		{Table: items, Op: OpUpdate, Before: row, After: source.Row{int64(42), nil, nil, source.Timestamp("2024-01-02 03:04:05"), true, ""}, TxID: "0-1-6", Index: 3},
+		{Table: items, Op: OpDelete, Before: row[:3], TxID: "x", Index: 1},
+		{Table: odd, Op: OpSnapshot, After: source.Row{"k", source.Unchanged, uint64(1) << 62}, TxID: "backfill-1", Index: 7},
+		{Table: odd, Op: OpDelete, Before: source.Row{"k"}, TxID: "t\"x\\\u2028", Index: 12345},
 	}
 	commit := time.Date(2026, 11, 27, 1, 2, 3, 456789000, time.UTC)
 	now := commit.Add(time.Second)

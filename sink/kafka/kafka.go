@@ -486,7 +486,7 @@ func hasUnchangedKey(c *source.Change) bool {
 }
 
 func (e *encoder) appendEvent(msgs *[]kafkago.Message, ev *Event, key []byte, index int, now time.Time) int {
-	ev.Pos = Pos(ev.TxID, index)
+	ev.Index = index
 	te, ok := e.tables[ev.Table]
 	if !ok {
 		if len(e.tables) >= 1024 {
@@ -550,7 +550,7 @@ func SnapshotMessages(k config.Kafka, o Origin, t *source.Table, rows []source.R
 		start := len(arena)
 		arena = AppendKey(arena, t, row)
 		key := arena[start:len(arena):len(arena)]
-		ev := Event{Table: t, Op: OpSnapshot, After: row, TxID: txid, Pos: Pos(txid, first+i), Commit: commit}
+		ev := Event{Table: t, Op: OpSnapshot, After: row, TxID: txid, Index: first + i, Commit: commit}
 		start = len(arena)
 		arena = tj.appendValue(arena, &ev, commit)
 		msgs = append(msgs, kafkago.Message{Topic: topic, Key: key, Value: arena[start:len(arena):len(arena)]})
