@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -15,32 +16,37 @@ import (
 	"github.com/regiond/regiond/source"
 )
 
-// wireMsg is one message of the replication stream, or the error that
-// ended it.
-type wireMsg struct {
-	data []byte  // CopyData payload, owned
-	buf  *[]byte // data's buffer, for putBuf
-	err  error
-}
-
-// stream is one START_REPLICATION session. Its run loop is the only
-// goroutine that decodes and writes; a receiver goroutine only reads from
-// the connection and hands messages over, so that the loop can keep sending
-// standby status updates while it waits for the sink.
+// stream is one START_REPLICATION session. A receiving goroutine reads the
+// connection, decodes each message where pgconn read it (no copy: a
+// decoded row's values are copies, and nothing keeps a reference into a
+// message once handle returns) and hands whole transactions (or chunks of
+// large ones) to the sink. The run loop meanwhile sends standby status
+// updates on time, also while the receiver waits for a slow sink or for
+// the server. So there is one handoff per transaction, not one per read
+// and another per transaction.
+//
+// Both goroutines write to the connection (status updates), serialized by
+// mu; the receiver alone reads from it, and concurrent reads and writes of
+// one connection are safe.
 type stream struct {
 	r        *Reader
 	conn     *pgxconn.PgConn
 	out      chan<- source.Txn
 	interval time.Duration
-	dec      *decoder
-	tick     *time.Ticker
-	rows     rowScratch // the row message being decoded
 
-	received    pglogrepl.LSN  // how far the server has sent (write position)
-	idle        pglogrepl.LSN  // flush position earned while nothing was pending
-	lastSentEnd checkpoint.LSN // End of the last transaction sent to out
-	lastStatus  time.Time
-	reported    pglogrepl.LSN // flush position of the last status update
+	// The receiving goroutine's own.
+	dec  *decoder
+	rows rowScratch // the row message being decoded
+
+	// Written by the receiving goroutine, read by status.
+	received    atomic.Uint64 // how far the server has sent (write position)
+	idle        atomic.Uint64 // flush position earned while nothing was pending
+	lastSentEnd atomic.Uint64 // End of the last transaction sent to out
+	inTxn       atomic.Bool   // a transaction has begun and not committed
+
+	mu         sync.Mutex // serializes status updates
+	lastStatus time.Time
+	reported   pglogrepl.LSN // flush position of the last status update
 }
 
 func newStream(r *Reader, conn *pgxconn.PgConn, out chan<- source.Txn, from checkpoint.LSN, interval time.Duration) *stream {
@@ -62,45 +68,36 @@ func newStream(r *Reader, conn *pgxconn.PgConn, out chan<- source.Txn, from chec
 }
 
 func (s *stream) run(ctx context.Context) error {
-	tickEvery := min(s.interval, ackReportEvery)
-	s.tick = time.NewTicker(tickEvery)
-	defer s.tick.Stop()
+	tick := time.NewTicker(min(s.interval, ackReportEvery))
+	defer tick.Stop()
 
-	msgs := make(chan []wireMsg, 2)
+	if err := s.status(true); err != nil {
+		return err
+	}
+
 	rctx, cancel := context.WithCancel(ctx)
+	errc := make(chan error, 1)
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		receive(rctx, s.conn, msgs)
+		errc <- s.receive(rctx)
 	}()
 	defer func() {
 		cancel()
 		wg.Wait()
 	}()
 
-	if err := s.status(true); err != nil {
-		return err
-	}
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case ms := <-msgs:
-			for _, m := range ms {
-				if m.err != nil {
-					if ctx.Err() != nil {
-						return ctx.Err()
-					}
-					return s.r.classify(fmt.Errorf("region %s: replication stream of slot %s: %w", s.r.cfg.Region, s.r.cfg.Slot, m.err))
-				}
-				err := s.handle(ctx, m.data)
-				putBuf(m.buf)
-				if err != nil {
-					return err
-				}
+		case err := <-errc:
+			if ctx.Err() != nil {
+				return ctx.Err()
 			}
-		case <-s.tick.C:
+			return err
+		case <-tick.C:
 			if err := s.status(false); err != nil {
 				return err
 			}
@@ -112,123 +109,51 @@ func (s *stream) run(ctx context.Context) error {
 	}
 }
 
-// receive reads the replication stream into msgs until it fails or ctx
-// ends. It never writes to the connection: the run loop does, and
-// concurrent reads and writes of one connection are safe.
-//
-// Messages are handed over in batches: one message per row, each a
-// channel handoff and often a goroutine wakeup, cost the reader more than
-// decoding some of them. A batch takes the messages already read from the
-// socket (pgconn's read buffer), up to receiveBatch of them or
-// receiveBatchBytes; a message is
-// never held back waiting for data that has not arrived.
-func receive(ctx context.Context, conn *pgxconn.PgConn, msgs chan<- []wireMsg) {
-	var (
-		batch []wireMsg
-		size  int // bytes in batch
-	)
-	flush := func() bool {
-		if len(batch) == 0 {
-			return true
-		}
-		select {
-		case msgs <- batch:
-			batch, size = nil, 0
-			return true
-		case <-ctx.Done():
-			return false
-		}
-	}
-	fail := func(err error) {
-		batch = append(batch, wireMsg{err: err})
-		flush()
-	}
+// receive reads and decodes the replication stream until it fails or ctx
+// ends.
+func (s *stream) receive(ctx context.Context) error {
 	// ReceiveMessage with a cancellable context arms and disarms a context
 	// watcher per message (one message per row: a tenth of the reader's
 	// CPU). Instead, ctx's end interrupts the read once, through the
 	// connection's read deadline, which is cleared again on the way out.
 	interrupted := make(chan struct{})
 	stop := context.AfterFunc(ctx, func() {
-		_ = conn.Conn().SetReadDeadline(time.Now())
+		_ = s.conn.Conn().SetReadDeadline(time.Now())
 		close(interrupted)
 	})
 	defer func() {
 		if !stop() {
 			<-interrupted
-			_ = conn.Conn().SetReadDeadline(time.Time{})
+			_ = s.conn.Conn().SetReadDeadline(time.Time{})
 		}
 	}()
+	wireErr := func(err error) error {
+		return s.r.classify(fmt.Errorf("region %s: replication stream of slot %s: %w", s.r.cfg.Region, s.r.cfg.Slot, err))
+	}
 	for {
-		if ctx.Err() != nil {
-			fail(ctx.Err())
-			return
+		if err := ctx.Err(); err != nil {
+			return err
 		}
-		msg, err := conn.ReceiveMessage(context.Background())
+		msg, err := s.conn.ReceiveMessage(context.Background())
 		if err != nil {
 			if ctx.Err() != nil {
-				err = fmt.Errorf("%w (%w)", ctx.Err(), err)
+				return fmt.Errorf("%w (%w)", ctx.Err(), err)
 			}
-			fail(err)
-			return
+			return wireErr(err)
 		}
 		switch m := msg.(type) {
 		case *pgproto3.CopyData:
-			if batch == nil {
-				batch = make([]wireMsg, 0, receiveBatch)
+			// m.Data is pgconn's read buffer, valid until the next
+			// ReceiveMessage: handle is done with it when it returns.
+			if err := s.handle(ctx, m.Data); err != nil {
+				return err
 			}
-			b := getBuf(len(m.Data))
-			*b = append(*b, m.Data...)
-			batch = append(batch, wireMsg{data: *b, buf: b})
-			size += len(m.Data)
 		case *pgproto3.ErrorResponse:
-			fail(pgxconn.ErrorResponseToPgError(m))
-			return
+			return wireErr(pgxconn.ErrorResponseToPgError(m))
 		case *pgproto3.CopyDone:
-			fail(errors.New("the server ended the replication stream"))
-			return
-		}
-		// Nothing more read from the socket yet: the next ReceiveMessage
-		// may wait, so what was read goes now.
-		if len(batch) >= receiveBatch || size >= receiveBatchBytes || conn.Frontend().ReadBufferLen() == 0 {
-			if !flush() {
-				return
-			}
+			return wireErr(errors.New("the server ended the replication stream"))
 		}
 	}
-}
-
-// receiveBatch and receiveBatchBytes bound the messages handed over at
-// once (and so, with the channel's capacity, the memory they hold).
-const (
-	receiveBatch      = 64
-	receiveBatchBytes = 256 << 10
-)
-
-// bufs recycles the buffers that receive copies messages into: one message
-// per row, each handed to the run loop, would otherwise be an allocation
-// per row (and garbage that makes the collector run more often over a
-// heap full of queued transactions). handle keeps no reference into a
-// message once it returns: a decoded row's values are copies.
-var bufs sync.Pool
-
-// maxPooled bounds the buffers kept for reuse.
-const maxPooled = 64 << 10
-
-// getBuf returns an empty buffer with room for n bytes.
-func getBuf(n int) *[]byte {
-	if b, ok := bufs.Get().(*[]byte); ok && cap(*b) >= n {
-		*b = (*b)[:0]
-		return b
-	}
-	b := make([]byte, 0, max(n, 512))
-	return &b
-}
-
-func putBuf(b *[]byte) {
-	if b == nil || cap(*b) > maxPooled {
-		return
-	}
-	bufs.Put(b)
 }
 
 // handle processes one CopyData message of the stream.
@@ -242,13 +167,15 @@ func (s *stream) handle(ctx context.Context, data []byte) error {
 		if err != nil {
 			return fmt.Errorf("region %s: keepalive: %w", s.r.cfg.Region, err)
 		}
-		s.received = max(s.received, ka.ServerWALEnd)
+		s.advanceReceived(ka.ServerWALEnd)
 		if s.caughtUp() {
 			// Every message before this keepalive has been processed, no
 			// transaction is open and every one sent was acknowledged:
 			// nothing before the server's send position is waiting for a
 			// sink, so the slot may move there (WAL of other tables).
-			s.idle = max(s.idle, ka.ServerWALEnd)
+			if uint64(ka.ServerWALEnd) > s.idle.Load() {
+				s.idle.Store(uint64(ka.ServerWALEnd))
+			}
 		}
 		if ka.ReplyRequested {
 			return s.status(true)
@@ -258,7 +185,7 @@ func (s *stream) handle(ctx context.Context, data []byte) error {
 		if err != nil {
 			return fmt.Errorf("region %s: xlog data: %w", s.r.cfg.Region, err)
 		}
-		s.received = max(s.received, xld.WALStart+pglogrepl.LSN(len(xld.WALData)))
+		s.advanceReceived(xld.WALStart + pglogrepl.LSN(len(xld.WALData)))
 		if len(xld.WALData) == 0 {
 			return nil
 		}
@@ -273,26 +200,40 @@ func (s *stream) handle(ctx context.Context, data []byte) error {
 		if err != nil {
 			return fmt.Errorf("region %s: decode pgoutput message %q: %w", s.r.cfg.Region, xld.WALData[0], err)
 		}
-		return s.dec.handle(ctx, msg)
+		err = s.dec.handle(ctx, msg)
+		if open := s.dec.open(); open != s.inTxn.Load() {
+			s.inTxn.Store(open)
+		}
+		return err
 	}
 	return nil
 }
 
+// advanceReceived records that the server has sent up to lsn. Only the
+// receiving goroutine writes received.
+func (s *stream) advanceReceived(lsn pglogrepl.LSN) {
+	if uint64(lsn) > s.received.Load() {
+		s.received.Store(uint64(lsn))
+	}
+}
+
 // caughtUp reports whether nothing read so far waits for a sink.
 func (s *stream) caughtUp() bool {
-	return !s.dec.open() && uint64(s.lastSentEnd) <= s.r.acked.Load()
+	return !s.inTxn.Load() && s.lastSentEnd.Load() <= s.r.acked.Load()
 }
 
 // flushPos is the flush position to report: only ever what the sinks made
 // durable (or WAL that held nothing for them).
 func (s *stream) flushPos() pglogrepl.LSN {
-	return max(pglogrepl.LSN(s.r.acked.Load()), s.idle)
+	return pglogrepl.LSN(max(s.r.acked.Load(), s.idle.Load()))
 }
 
 // status sends a standby status update when one is due: always if force,
 // when the interval has passed, or when the flush position advanced and the
 // last update is more than ackReportEvery old.
 func (s *stream) status(force bool) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	now := time.Now()
 	since := now.Sub(s.lastStatus)
 	flush := s.flushPos()
@@ -302,7 +243,7 @@ func (s *stream) status(force bool) error {
 		return nil
 	}
 	ssu := pglogrepl.StandbyStatusUpdate{
-		WALWritePosition: max(s.received, flush),
+		WALWritePosition: max(pglogrepl.LSN(s.received.Load()), flush),
 		WALFlushPosition: flush,
 		WALApplyPosition: flush,
 		ClientTime:       now,
@@ -321,26 +262,16 @@ func (s *stream) status(force bool) error {
 	return nil
 }
 
-// send hands txn to the sink. While the sink is slow it keeps the
-// connection alive with standby status updates and reports acknowledgements.
+// send hands txn to the sink; the run loop keeps the connection alive
+// with standby status updates while the sink is slow.
 func (s *stream) send(ctx context.Context, txn source.Txn) error {
-	for {
-		select {
-		case s.out <- txn:
-			if end, ok := txn.End.(checkpoint.LSN); ok {
-				s.lastSentEnd = end
-			}
-			return nil
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-s.tick.C:
-			if err := s.status(false); err != nil {
-				return err
-			}
-		case <-s.r.ackNotify:
-			if err := s.status(false); err != nil {
-				return err
-			}
+	select {
+	case s.out <- txn:
+		if end, ok := txn.End.(checkpoint.LSN); ok {
+			s.lastSentEnd.Store(uint64(end))
 		}
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
