@@ -148,26 +148,17 @@ func TestArenaValues(t *testing.T) {
 	want := []any{"", "x", source.Decimal("1.5"), source.Date("2024-01-01"), source.DateTime("2024-01-01 00:00:00"),
 		source.Timestamp("2024-01-01 00:00:00.5"), source.Time("12:00:00"), source.JSON(`{"a":1}`), source.Bits("0101"),
 		int64(0), int64(255), int64(256), int64(-1), int64(math.MaxInt64)}
+	// Each value is boxed by the arena as the type it has.
+	boxers := []func(*arena, any) (any, bool){
+		boxAs[string], boxAs[source.Decimal], boxAs[source.Date], boxAs[source.DateTime], boxAs[source.Timestamp],
+		boxAs[source.Time], boxAs[source.JSON], boxAs[source.Bits],
+		func(a *arena, v any) (any, bool) { n, ok := v.(int64); return a.int(n), ok },
+	}
 	boxed := func(v any) any {
-		switch x := v.(type) {
-		case string:
-			return boxString(&a, x)
-		case source.Decimal:
-			return boxString(&a, x)
-		case source.Date:
-			return boxString(&a, x)
-		case source.DateTime:
-			return boxString(&a, x)
-		case source.Timestamp:
-			return boxString(&a, x)
-		case source.Time:
-			return boxString(&a, x)
-		case source.JSON:
-			return boxString(&a, x)
-		case source.Bits:
-			return boxString(&a, x)
-		case int64:
-			return a.int(x)
+		for _, box := range boxers {
+			if b, ok := box(&a, v); ok {
+				return b
+			}
 		}
 		panic(v)
 	}
@@ -191,4 +182,13 @@ func TestArenaValues(t *testing.T) {
 			t.Errorf("map key %T %v: %d, want 2000", w, w, seen[w])
 		}
 	}
+}
+
+// boxAs boxes v through the arena when it is a T.
+func boxAs[T ~string](a *arena, v any) (any, bool) {
+	x, ok := v.(T)
+	if !ok {
+		return nil, false
+	}
+	return boxString(a, x), true
 }
