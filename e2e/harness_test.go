@@ -25,6 +25,16 @@ var (
 	buildErr  error
 )
 
+// TestMain removes the regiond binary the tests built (39 MB in the
+// system's temporary directory per run of the package, left behind before).
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binPath != "" {
+		os.RemoveAll(filepath.Dir(binPath))
+	}
+	os.Exit(code)
+}
+
 // regiondBinary builds cmd/regiond once per test process.
 func regiondBinary(t *testing.T) string {
 	t.Helper()
