@@ -167,18 +167,7 @@ func readAll(t *testing.T, r *mysqlsource.Reader, from, to checkpoint.Position) 
 // writeEdgeRows writes the edge values of every type.
 func writeEdgeRows(t *testing.T, db *sql.DB) {
 	t.Helper()
-	ctx := t.Context()
-	conn, err := db.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	exec := func(q string, args ...any) {
-		t.Helper()
-		if _, err := conn.ExecContext(ctx, q, args...); err != nil {
-			t.Fatalf("%s: %v", q, err)
-		}
-	}
+	exec := sessionExec(t, db)
 	exec(`SET SESSION sql_mode = ''`) // zero dates, zero-in-date
 	for _, q := range typeRows {
 		exec(q)
@@ -238,22 +227,11 @@ func writeEdgeRows(t *testing.T, db *sql.DB) {
 // updates and deletes some, in a few transactions.
 func writeRandomRows(t *testing.T, db *sql.DB, rng *rand.Rand, n int) {
 	t.Helper()
-	ctx := t.Context()
-	conn, err := db.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	exec := func(q string, args ...any) {
-		t.Helper()
-		if _, err := conn.ExecContext(ctx, q, args...); err != nil {
-			t.Fatalf("%s: %v", q, err)
-		}
-	}
+	exec := sessionExec(t, db)
 	exec(`SET SESSION sql_mode = ''`)
 	exec(`SET SESSION time_zone = ?`, []string{"+00:00", "+09:00", "-03:30"}[rng.IntN(3)])
 	var maxID int
-	if err := conn.QueryRowContext(ctx, `SELECT COALESCE(MAX(id), 1000) FROM nums`).Scan(&maxID); err != nil {
+	if err := db.QueryRowContext(t.Context(), `SELECT COALESCE(MAX(id), 1000) FROM nums`).Scan(&maxID); err != nil {
 		t.Fatal(err)
 	}
 	base := max(maxID, 1000) + 1
@@ -388,4 +366,23 @@ func randSet(rng *rand.Rand) string {
 		}
 	}
 	return strings.Join(vs, ",")
+}
+
+// sessionExec returns a function that runs statements on one connection of
+// db (session settings hold across calls), failing t on an error; the
+// connection is closed when t ends.
+func sessionExec(t *testing.T, db *sql.DB) func(q string, args ...any) {
+	t.Helper()
+	ctx := t.Context()
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return func(q string, args ...any) {
+		t.Helper()
+		if _, err := conn.ExecContext(ctx, q, args...); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
 }
