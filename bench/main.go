@@ -159,6 +159,7 @@ type options struct {
 	timeout          time.Duration
 	verbose          bool
 	remoteCheck      bool
+	lanes            int
 	mode             string // "replicate", "backfill" or "verify"
 	rows             int    // -mode backfill: rows to copy
 	chunk, parallel  int    // -mode backfill
@@ -185,6 +186,7 @@ func parseFlags() options {
 	flag.Uint64Var(&o.seed, "seed", 1, "seed of the generated data")
 	flag.DurationVar(&o.timeout, "timeout", time.Hour, "give up after this long")
 	flag.BoolVar(&o.verbose, "v", false, "show the pipeline's debug logs")
+	flag.IntVar(&o.lanes, "lanes", 0, "target connections regiond applies batches on at once (0: the daemon's default)")
 	flag.BoolVar(&o.remoteCheck, "remote-check", true, "compare each apply_remote change with the target row it overwrites, as the daemon does (false: apply blindly, as before that check)")
 	flag.StringVar(&o.mode, "mode", "replicate", "replicate (apply rate, see above), backfill (regiond backfill against the target's raw bulk load; see backfill.go) or verify (regiond verify against a full checksum scan; see verify.go)")
 	flag.IntVar(&o.rows, "rows", 500_000, "-mode backfill: rows in the source table")

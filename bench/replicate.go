@@ -224,6 +224,7 @@ func (b *bench) newPipeline(probe *queueProbe) (p *pipeline.Pipeline, closeFn fu
 		Conn:     tgt,
 		Tables:   []string{benchTable},
 		Rules:    b.opt.rules(),
+		Lanes:    b.opt.lanes,
 	}, b.logger)
 	if err != nil {
 		reader.Close()

@@ -86,6 +86,10 @@ type Config struct {
 	// none). A local pipeline stores it again while a home_region revert
 	// that began in the first batch is still open.
 	Start checkpoint.Position
+	// Lanes is how many target connections apply batches at once when the
+	// Target is a Laner (see Lane); 0 or 1 applies one batch at a time.
+	// Pipelines with home_region tables always apply one at a time.
+	Lanes int
 }
 
 // StoredPosition is a position as the target stores it, for Config.Start.
@@ -108,6 +112,10 @@ func Run(ctx context.Context, cfg Config, t Target, in <-chan source.Txn, durabl
 			return pipeline.Permanent(fmt.Errorf("region %s: home_region tables are not supported by this target", cfg.Region))
 		}
 	}
+	if laner, ok := t.(Laner); ok && cfg.Lanes > 1 && !cfg.Rules.hasHome() {
+		w.lanes = newLanes(cfg.Lanes, laner)
+		defer w.stopLanes()
+	}
 	for {
 		var (
 			txn source.Txn
@@ -125,7 +133,16 @@ func Run(ctx context.Context, cfg Config, t Target, in <-chan source.Txn, durabl
 				case <-ctx.Done():
 					idle.Stop()
 					return ctx.Err()
+				case <-w.lanes.done():
+					if err := w.finishLane(ctx); err != nil {
+						idle.Stop()
+						return err
+					}
 				case <-idle.C:
+					if w.lanes.busy() {
+						idle.Reset(idleLag)
+						continue
+					}
 					w.lag.Set(0)
 				}
 			}
@@ -136,8 +153,10 @@ func Run(ctx context.Context, cfg Config, t Target, in <-chan source.Txn, durabl
 			case <-ctx.Done():
 				return ctx.Err()
 			default:
-				// Nothing more is ready: write what we have rather than wait.
-				if !b.open {
+				// Nothing more is ready: write what we have rather than
+				// wait (unless every lane is busy: then the batch grows
+				// until one is free).
+				if !b.open && (w.lanes == nil || w.lanes.ready()) {
 					if err := w.commit(ctx, b); err != nil {
 						return err
 					}
@@ -147,6 +166,11 @@ func Run(ctx context.Context, cfg Config, t Target, in <-chan source.Txn, durabl
 				case txn, ok = <-in:
 				case <-ctx.Done():
 					return ctx.Err()
+				case <-w.lanes.done():
+					if err := w.finishLane(ctx); err != nil {
+						return err
+					}
+					continue
 				}
 			}
 		}
@@ -155,9 +179,12 @@ func Run(ctx context.Context, cfg Config, t Target, in <-chan source.Txn, durabl
 			// The reader stopped: commit what is complete; an incomplete
 			// source transaction is abandoned.
 			if b.open {
-				return nil
+				return w.drain(ctx)
 			}
-			return w.commit(ctx, b)
+			if err := w.commit(ctx, b); err != nil {
+				return err
+			}
+			return w.drain(ctx)
 		}
 		if err := b.add(txn, w.streamed); err != nil {
 			return err
@@ -304,6 +331,8 @@ type writer struct {
 	began    time.Time
 	lag      interface{ Set(float64) }
 	progress *atomic.Uint64
+	// lanes apply batches on more connections at once (nil: serial).
+	lanes *lanes
 }
 
 // stored returns the position to store with a commit whose transactions
@@ -391,6 +420,9 @@ func (w *writer) observeLag(now, commit time.Time) {
 // flush writes the batch's changes into the open target transaction without
 // committing, for a source transaction too large to hold.
 func (w *writer) flush(ctx context.Context, b *batch) error {
+	if err := w.drain(ctx); err != nil {
+		return err
+	}
 	if err := w.begin(ctx, nil); err != nil {
 		w.rollback()
 		return w.wrap(err)
@@ -415,8 +447,20 @@ func (w *writer) flush(ctx context.Context, b *batch) error {
 }
 
 // commit writes the batch (whole source transactions) and the pipeline's
-// new position in one target transaction.
+// new position in one target transaction: on a lane when it can go to one,
+// else on the serial path once the lanes are done.
 func (w *writer) commit(ctx context.Context, b *batch) error {
+	if w.laneable(b) {
+		return w.dispatch(ctx, b)
+	}
+	if err := w.drain(ctx); err != nil {
+		return err
+	}
+	return w.commitSerial(ctx, b)
+}
+
+// commitSerial is commit on the serial path.
+func (w *writer) commitSerial(ctx context.Context, b *batch) error {
 	end := b.end()
 	if end == nil {
 		return nil

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"github.com/regiond/regiond/checkpoint"
@@ -43,6 +44,9 @@ type Config struct {
 	LockRetries int
 	// Rules are the tables' conflict rules (nil: every table apply_remote).
 	Rules *batch.Rules
+	// Lanes is how many connections apply batches at once (default 2; 1
+	// applies one batch at a time). See batch.Lane.
+	Lanes int
 }
 
 // Applier is the MySQL/MariaDB sink of one pipeline.
@@ -50,6 +54,7 @@ type Applier struct {
 	cfg    Config
 	logger *slog.Logger
 	db     *sql.DB
+	sqlMu  sync.Mutex
 	sqls   map[*source.Table]*tableSQL
 	// start is the position last read from the target (Open, Init): where
 	// Apply's run starts.
@@ -75,11 +80,14 @@ func New(cfg Config, logger *slog.Logger) (*Applier, error) {
 	if cfg.LockRetries <= 0 {
 		cfg.LockRetries = 20
 	}
+	if cfg.Lanes <= 0 {
+		cfg.Lanes = 2
+	}
 	db, err := mysqlconn.Open(cfg.Conn)
 	if err != nil {
 		return nil, err
 	}
-	db.SetMaxOpenConns(4) // apply, lease, Open/Init, spare
+	db.SetMaxOpenConns(4 + cfg.Lanes) // apply, lanes, lease, Open/Init, spare
 	return &Applier{cfg: cfg, logger: logger.With("pipeline", cfg.Pipeline), db: db, sqls: map[*source.Table]*tableSQL{}}, nil
 }
 
@@ -127,26 +135,11 @@ func (a *Applier) Init(ctx context.Context, pos string) (string, error) {
 
 // Apply implements pipeline.Sink.
 func (a *Applier) Apply(ctx context.Context, in <-chan source.Txn, durable func(checkpoint.Position, bool)) error {
-	conn, err := a.db.Conn(ctx)
+	w, err := a.newWriter(ctx, "")
 	if err != nil {
-		return fmt.Errorf("region %s: connect: %w", a.cfg.Target, err)
+		return err
 	}
-	defer conn.Close()
-	// READ COMMITTED: no gap locks, so the applications' own transactions
-	// meet fewer deadlocks. (A key with no row is not locked by the rules'
-	// locking read; see Write for how a concurrent insert is caught.)
-	isolation := "READ COMMITTED"
-	for _, q := range []string{
-		// Strict, so that nothing is silently truncated; zero dates pass, as
-		// they did at the source; explicit zero keys stay zero.
-		"SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION'",
-		"SET SESSION TRANSACTION ISOLATION LEVEL " + isolation,
-	} {
-		if _, err := conn.ExecContext(ctx, q); err != nil {
-			return fmt.Errorf("region %s: %s: %w", a.cfg.Target, q, err)
-		}
-	}
-	w := &writer{a: a, conn: conn, cols: map[*source.Table][]targetColumn{}}
+	defer w.Close()
 	return batch.Run(ctx, batch.Config{
 		Region:       a.cfg.Target,
 		Pipeline:     a.cfg.Pipeline,
@@ -155,7 +148,76 @@ func (a *Applier) Apply(ctx context.Context, in <-chan source.Txn, durable func(
 		Logger:       a.logger,
 		Rules:        a.cfg.Rules,
 		Start:        startPosition(a.start),
+		Lanes:        a.cfg.Lanes,
 	}, w, in, durable)
+}
+
+// newWriter opens a connection set up for applying. lane names the lane's
+// marker row ("": the serial writer, whose marker is the pipeline's row).
+func (a *Applier) newWriter(ctx context.Context, lane string) (*writer, error) {
+	conn, err := a.db.Conn(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("region %s: connect: %w", a.cfg.Target, err)
+	}
+	// READ COMMITTED: no gap locks, so the applications' own transactions
+	// (and the other lanes) meet fewer deadlocks. (A key with no row is not
+	// locked by the rules' locking read; see Write for how a concurrent
+	// insert is caught.)
+	for _, q := range []string{
+		// Strict, so that nothing is silently truncated; zero dates pass, as
+		// they did at the source; explicit zero keys stay zero.
+		"SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION'",
+		"SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+	} {
+		if _, err := conn.ExecContext(ctx, q); err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("region %s: %s: %w", a.cfg.Target, q, err)
+		}
+	}
+	return &writer{a: a, conn: conn, lane: lane, cols: map[*source.Table][]targetColumn{}}, nil
+}
+
+// statements returns t's statement texts, built once per table.
+func (a *Applier) statements(t *source.Table) *tableSQL {
+	a.sqlMu.Lock()
+	defer a.sqlMu.Unlock()
+	ts := a.sqls[t]
+	if ts == nil {
+		ts = newTableSQL(t)
+		a.sqls[t] = ts
+	}
+	return ts
+}
+
+// LaneMarker names lane i's marker row (kind 'marker') in
+// regiond_checkpoints for a pipeline.
+func LaneMarker(pipeline string, i int) string {
+	return fmt.Sprintf("%s lane %d", pipeline, i)
+}
+
+// Lane implements batch.Laner.
+func (w *writer) Lane(ctx context.Context, i int) (batch.Lane, error) {
+	return w.a.newWriter(ctx, LaneMarker(w.a.cfg.Pipeline, i))
+}
+
+// Close releases the writer's connection.
+func (w *writer) Close() error {
+	w.Rollback()
+	return w.conn.Close()
+}
+
+// BeginLane implements batch.Lane: the marker write goes to the lane's own
+// row, and Commit stores the position.
+func (w *writer) BeginLane(ctx context.Context) error {
+	tx, err := w.conn.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	w.tx, w.markPos, w.laneTx = tx, "", true
+	_, err = tx.ExecContext(ctx, "INSERT INTO "+quote(CheckpointTable)+
+		" (`pipeline`, `kind`, `source_region`, `position`, `seq`, `epoch`, `updated_at`) VALUES (?, 'marker', ?, '', 1, 0, UTC_TIMESTAMP(6))"+
+		" ON DUPLICATE KEY UPDATE `seq` = `seq` + 1, `updated_at` = VALUES(`updated_at`)", w.lane, w.a.cfg.Source)
+	return err
 }
 
 // writer is the batch.Target of one Apply call: it owns the target
@@ -165,6 +227,10 @@ type writer struct {
 	conn    *sql.Conn
 	tx      *sql.Tx
 	markPos string // the position the marker write stored in the open tx
+	// lane is the lane's marker row ("": not a lane); laneTx says the open
+	// transaction began with it (BeginLane), so Commit stores the position.
+	lane   string
+	laneTx bool
 	// cols caches how each rule table's target columns are read back.
 	cols map[*source.Table][]targetColumn
 	// pending are the conflicts recorded in the open transaction.
@@ -189,17 +255,25 @@ func (w *writer) Begin(ctx context.Context, pos checkpoint.Position) error {
 	if err != nil {
 		return err
 	}
-	w.tx = tx
-	// The marker write is also the fence: it matches only while the row
-	// holds this process's epoch, and then locks the row until commit, so
-	// no newer leader's epoch can come in between.
-	q := "UPDATE " + quote(CheckpointTable) + " SET `seq` = `seq` + 1, `updated_at` = UTC_TIMESTAMP(6)"
-	args := []any{}
+	w.tx, w.laneTx = tx, false
 	w.markPos = ""
 	if pos != nil {
 		w.markPos = pos.String()
+	}
+	// The marker write is also the fence.
+	return w.store(ctx, pos)
+}
+
+// store bumps the pipeline's checkpoint row (and stores pos, when not nil)
+// in the open transaction. It is the fence: it matches only while the row
+// holds this process's epoch, and then locks the row until commit, so no
+// newer leader's epoch can come in between.
+func (w *writer) store(ctx context.Context, pos checkpoint.Position) error {
+	q := "UPDATE " + quote(CheckpointTable) + " SET `seq` = `seq` + 1, `updated_at` = UTC_TIMESTAMP(6)"
+	args := []any{}
+	if pos != nil {
 		q += ", `position` = ?"
-		args = append(args, w.markPos)
+		args = append(args, pos.String())
 	}
 	q += " WHERE `pipeline` = ?"
 	args = append(args, w.a.cfg.Pipeline)
@@ -208,7 +282,7 @@ func (w *writer) Begin(ctx context.Context, pos checkpoint.Position) error {
 		q += " AND `epoch` = ?"
 		args = append(args, epoch)
 	}
-	res, err := tx.ExecContext(ctx, q, args...)
+	res, err := w.tx.ExecContext(ctx, q, args...)
 	if err != nil {
 		return err
 	}
@@ -225,7 +299,11 @@ func (w *writer) Begin(ctx context.Context, pos checkpoint.Position) error {
 
 // Commit stores pos, unless the marker write did, and commits.
 func (w *writer) Commit(ctx context.Context, pos checkpoint.Position) error {
-	if w.markPos != pos.String() {
+	if w.laneTx {
+		if err := w.store(ctx, pos); err != nil {
+			return err
+		}
+	} else if w.markPos != pos.String() {
 		if _, err := w.tx.ExecContext(ctx, "UPDATE "+quote(CheckpointTable)+
 			" SET `position` = ? WHERE `pipeline` = ?", pos.String(), w.a.cfg.Pipeline); err != nil {
 			return err
@@ -327,11 +405,7 @@ func splitRows(rows []source.Row, absent []bool, check []*source.Change) (upsert
 // write rather than before the batch's first write; only a target-side
 // cascade of an earlier statement in the batch could tell them apart.
 func (w *writer) writeAbsent(ctx context.Context, t *source.Table, rows []source.Row, checks []*source.Change) ([]batch.Conflict, error) {
-	ts := w.a.sqls[t]
-	if ts == nil {
-		ts = newTableSQL(t)
-		w.a.sqls[t] = ts
-	}
+	ts := w.a.statements(t)
 	var (
 		st  statement
 		out []batch.Conflict
@@ -390,11 +464,7 @@ const (
 // writeRows writes rows of t as multi-row statements of at most
 // StatementRows rows and about StatementBytes bytes.
 func (w *writer) writeRows(ctx context.Context, t *source.Table, rows []source.Row, mode writeMode) error {
-	ts := w.a.sqls[t]
-	if ts == nil {
-		ts = newTableSQL(t)
-		w.a.sqls[t] = ts
-	}
+	ts := w.a.statements(t)
 	return execRows(ctx, w.tx, ts, t, rows, mode, w.a.cfg.StatementRows, w.a.cfg.StatementBytes)
 }
 
