@@ -99,7 +99,7 @@ func (l *lanes) laneWait() time.Duration {
 	return max(minLaneWait, 4*l.last)
 }
 
-const minLaneWait = time.Second
+var minLaneWait = time.Second
 
 func newLanes(n int, laner Laner) *lanes {
 	return &lanes{n: n, open: laner.Lane, seed: maphash.MakeSeed()}
