@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"hash/maphash"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/regiond/regiond/checkpoint"
@@ -94,12 +96,13 @@ func (j *laneJob) ok() bool { return j.err == nil && !j.aborted }
 
 // laneWait is how long a batch that is ready to commit waits for the batch
 // before it: at least minLaneWait, and several times what the last batch
-// took, so that a slow target does not make every batch give up.
+// took, so that a slow target does not make every batch give up. (Giving
+// up costs the batch's work once more, never correctness.)
 func (l *lanes) laneWait() time.Duration {
 	return max(minLaneWait, 4*l.last)
 }
 
-var minLaneWait = time.Second
+var minLaneWait = 250 * time.Millisecond
 
 func newLanes(n int, laner Laner) *lanes {
 	return &lanes{n: n, open: laner.Lane, seed: maphash.MakeSeed()}
@@ -374,6 +377,32 @@ func (l *lanes) keysOf(c *source.Change) (uint64, uint64) {
 
 func (l *lanes) hash(t *source.Table, row source.Row) uint64 {
 	l.kb = append(append(l.kb[:0], t.Name...), 0)
-	l.kb = AppendKey(l.kb, t, row)
+	l.kb = AppendKey(l.kb, t, l.folded(t, row))
 	return maphash.Bytes(l.seed, l.kb)
+}
+
+// folded returns row with its text key values in lower case and without
+// trailing spaces, so that keys a case-insensitive, PAD SPACE collation
+// holds equal (the MySQL default) hash equal. (Other equalities, such as
+// accents under such a collation, are left to the lane's give-up.)
+func (l *lanes) folded(t *source.Table, row source.Row) source.Row {
+	var out source.Row
+	for _, c := range t.PK {
+		s, ok := row[c].(string)
+		if !ok {
+			continue
+		}
+		f := strings.ToLower(strings.TrimRight(s, " "))
+		if f == s {
+			continue
+		}
+		if out == nil {
+			out = slices.Clone(row)
+		}
+		out[c] = f
+	}
+	if out == nil {
+		return row
+	}
+	return out
 }
