@@ -33,7 +33,7 @@ type memTarget struct {
 	// failOnce fails the first Exec that writes this key (0: never).
 	failOnce int64
 	// slowKey delays the Exec that writes it, before it takes any lock.
-	slowKey int64
+	slowKey   int64
 	serial    int // batches committed on the serial path
 	waitedOut int // lock waits that timed out
 }

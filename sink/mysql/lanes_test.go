@@ -1,8 +1,8 @@
 package mysql
 
 import (
-	"fmt"
 	"database/sql"
+	"fmt"
 	"log/slog"
 	"sort"
 	"strings"
