@@ -154,9 +154,10 @@ func Run(ctx context.Context, cfg Config, t Target, in <-chan source.Txn, durabl
 				return ctx.Err()
 			default:
 				// Nothing more is ready: write what we have rather than
-				// wait (unless every lane is busy: then the batch grows
-				// until one is free).
-				if !b.open && (w.lanes == nil || w.lanes.ready()) {
+				// wait; but while a batch is on a lane, this one grows
+				// until it is full or the lanes are idle (a partial batch
+				// beside another only costs more statements and commits).
+				if !b.open && !w.lanes.busy() {
 					if err := w.commit(ctx, b); err != nil {
 						return err
 					}

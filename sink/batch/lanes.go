@@ -69,6 +69,7 @@ type lanes struct {
 	free   []Lane
 	all    []Lane
 	jobs   []*laneJob // in flight, oldest first
+	spare  []*batch   // emptied batches of jobs done, for reuse
 	seed   maphash.Seed
 	kb     []byte
 	// last is how long the last batch took on its lane, for laneWait.
@@ -110,9 +111,6 @@ func newLanes(n int, laner Laner) *lanes {
 
 // busy reports whether batches are in flight.
 func (l *lanes) busy() bool { return l != nil && len(l.jobs) > 0 }
-
-// ready reports whether a batch can go to a lane now.
-func (l *lanes) ready() bool { return !l.opened || len(l.free) > 0 }
 
 // done is closed when the oldest batch in flight is done (nil: none).
 func (l *lanes) done() <-chan struct{} {
@@ -165,9 +163,13 @@ func (w *writer) dispatch(ctx context.Context, b *batch) error {
 			return err
 		}
 	}
-	jb := &batch{}
-	*jb = *b
-	*b = batch{rules: jb.rules}
+	// b's slices go with the job; b takes those of a batch done before.
+	jb := &batch{rules: b.rules}
+	if n := len(l.spare); n > 0 {
+		jb = l.spare[n-1]
+		l.spare = l.spare[:n-1]
+	}
+	*jb, *b = *b, *jb
 	j := &laneJob{b: jb, began: time.Now(), wait: l.laneWait(), done: make(chan struct{})}
 	j.keys, j.now, j.later = l.split(jb.changes)
 	if n := len(l.jobs); n > 0 {
@@ -245,6 +247,8 @@ func (w *writer) finishLane(ctx context.Context) error {
 	if j.ok() {
 		l.last = j.took
 		w.laneCommitted(j)
+		j.b.reset()
+		l.spare = append(l.spare, j.b)
 		return nil
 	}
 	failed := append([]*laneJob{j}, l.jobs...)
