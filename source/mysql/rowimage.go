@@ -473,8 +473,23 @@ func beUint(d []byte) uint64 {
 }
 
 // appendPadded appends v in decimal with at least width digits, as
-// fmt's %0<width>d does for a non-negative value.
+// fmt's %0<width>d does for a non-negative value. The widths the temporal
+// and decimal formats use (2, 4, 6, 9) are written digit by digit into
+// place: strconv and a copy cost more than the digits themselves, and a
+// DATETIME has seven such fields.
 func appendPadded(b []byte, v uint64, width int) []byte {
+	switch {
+	case width == 2 && v < 100:
+		return append(b, byte('0'+v/10), byte('0'+v%10))
+	case width <= 9 && v < pow10[width]:
+		n := len(b)
+		b = append(b, "000000000"[:width]...)
+		for i := n + width - 1; v > 0; i-- {
+			b[i] = byte('0' + v%10)
+			v /= 10
+		}
+		return b
+	}
 	var tmp [20]byte
 	s := strconv.AppendUint(tmp[:0], v, 10)
 	for range width - len(s) {
@@ -489,10 +504,7 @@ func appendFrac(b []byte, frac uint64, dec int) []byte {
 	if dec == 0 {
 		return b
 	}
-	var tmp [8]byte
-	s := appendPadded(tmp[:0], frac, 6)
-	b = append(b, '.')
-	return append(b, s[:dec]...)
+	return appendPadded(append(b, '.'), frac/pow10[6-dec], dec)
 }
 
 // fracOf reads a temporal value's fractional part as go-mysql does:
