@@ -247,7 +247,7 @@ func (k *kafkaBench) runRegiond(ctx context.Context, round int) (phase, error) {
 	}
 	defer closeP()
 	k.progress("regiond, round %d: publishing the backlog from %s to %s", round+1, k.startPos, k.final)
-	stopProfiles, err := startProfiles(k.opt.cpuProfile, k.opt.trace)
+	stopProfiles, err := startProfiles(roundFile(k.opt.cpuProfile, round, k.opt.rounds), roundFile(k.opt.trace, round, k.opt.rounds))
 	if err != nil {
 		return phase{}, err
 	}
@@ -283,6 +283,16 @@ func (k *kafkaBench) runRegiond(ctx context.Context, round int) (phase, error) {
 		return phase{}, fmt.Errorf("the pipeline reported %s, but its state_dir holds %s (%v)", p.Status().Position, g, err)
 	}
 	return ph, stopProfiles()
+}
+
+// roundFile names round i's profile or trace file: name itself when there
+// is one round, else name.1, name.2, … (go tool pprof merges profiles given
+// together), so that no round's profile overwrites another's.
+func roundFile(name string, round, rounds int) string {
+	if name == "" || rounds == 1 {
+		return name
+	}
+	return fmt.Sprintf("%s.%d", name, round+1)
 }
 
 // readBack consumes regiond's topic (untimed), checks that it holds each

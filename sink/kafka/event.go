@@ -32,22 +32,12 @@ type Event struct {
 	Before source.Row
 	After  source.Row
 	// TxID identifies the source transaction; Index is the event's place
-	// in it: together they are source.pos (see appendPos), the same every
+	// in it: together they are source.pos ("<txid>#<index>", see txnJSON), the same every
 	// time the same transaction is read again.
 	TxID  string
 	Index int
 	// Commit is the source commit time (the read time for snapshots).
 	Commit time.Time
-}
-
-// appendPos appends, as a JSON string, source.pos of the index-th event of
-// transaction txid: "<txid>#<index>". Consumers drop an event whose region
-// and pos they have seen before.
-func appendPos(b []byte, txid string, index int) []byte {
-	b = appendText(b, txid)
-	b = append(b[:len(b)-1], '#') // '#' and digits need no escaping
-	b = strconv.AppendInt(b, int64(index), 10)
-	return append(b, '"')
 }
 
 // Key renders the primary key of row as the message key: a JSON object of
@@ -161,21 +151,61 @@ func (o Origin) tableJSON(t *source.Table) *tableJSON {
 
 // appendValue is Origin.AppendValue for an event of tj's table.
 func (tj *tableJSON) appendValue(b []byte, e *Event, now time.Time) []byte {
+	var tx txnJSON
+	tx.set(e.TxID, e.Commit, now)
+	return tj.appendEvent(b, e, &tx)
+}
+
+// appendEvent is appendValue with the transaction's part of the envelope
+// already built: tx must be set for e.TxID, e.Commit and now.
+func (tj *tableJSON) appendEvent(b []byte, e *Event, tx *txnJSON) []byte {
 	b = append(b, `{"before":`...)
 	b = tj.appendRow(b, e.Before)
 	b = append(b, `,"after":`...)
 	b = tj.appendRow(b, e.After)
 	b = append(b, tj.source...)
-	b = appendPos(b, e.TxID, e.Index)
-	b = append(b, `,"ts_ms":`...)
-	b = strconv.AppendInt(b, e.Commit.UnixMilli(), 10)
-	b = append(b, `,"txid":`...)
-	b = appendText(b, e.TxID)
-	b = append(b, `},"op":"`...)
+	b = append(b, tx.pos...)
+	b = strconv.AppendInt(b, int64(e.Index), 10)
+	b = append(b, tx.mid...)
 	b = append(b, e.Op...)
-	b = append(b, `","ts_ms":`...)
-	b = strconv.AppendInt(b, now.UnixMilli(), 10)
-	return append(b, '}')
+	return append(b, tx.end...)
+}
+
+// txnJSON holds the parts of an envelope that are the same in every event
+// of one transaction encoded at one time, already in JSON: source.pos up to
+// the event's index, source.ts_ms and source.txid, and the top-level ts_ms.
+// The encoder builds them once per transaction instead of once per event.
+// Consumers drop an event whose region and source.pos they have seen
+// before.
+type txnJSON struct {
+	txid          string
+	commit, now   int64 // Unix milliseconds
+	pos, mid, end []byte
+	ok            bool
+}
+
+// set makes tx the parts of transaction txid committed at commit, encoded
+// at now:
+//
+//	pos `"<txid>#`, then the event's index,
+//	mid `","ts_ms":<commit>,"txid":"<txid>"},"op":"`, then the event's op,
+//	end `","ts_ms":<now>}`.
+func (tx *txnJSON) set(txid string, commit, now time.Time) {
+	c, n := commit.UnixMilli(), now.UnixMilli()
+	if tx.ok && txid == tx.txid && c == tx.commit && n == tx.now {
+		return
+	}
+	tx.txid, tx.commit, tx.now, tx.ok = txid, c, n, true
+	tx.pos = appendText(tx.pos[:0], txid)
+	tx.pos[len(tx.pos)-1] = '#' // '#' and digits need no escaping
+	tx.mid = append(tx.mid[:0], `","ts_ms":`...)
+	tx.mid = strconv.AppendInt(tx.mid, c, 10)
+	tx.mid = append(tx.mid, `,"txid":`...)
+	tx.mid = appendText(tx.mid, txid)
+	tx.mid = append(tx.mid, `},"op":"`...)
+	tx.end = append(tx.end[:0], `","ts_ms":`...)
+	tx.end = strconv.AppendInt(tx.end, n, 10)
+	tx.end = append(tx.end, '}')
 }
 
 // appendRow is source.RowJSON without its allocations.

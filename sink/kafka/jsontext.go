@@ -1,6 +1,7 @@
 package kafka
 
 import (
+	"strconv"
 	"unicode/utf8"
 
 	"github.com/regiond/regiond/source"
@@ -13,6 +14,8 @@ func appendValue(b []byte, v any) []byte {
 	switch x := v.(type) {
 	case string:
 		return appendText(b, x)
+	case int64:
+		return strconv.AppendInt(b, x, 10)
 	case source.Decimal:
 		return appendText(b, string(x))
 	case source.Date:

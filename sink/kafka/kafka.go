@@ -405,6 +405,7 @@ type encoder struct {
 	retired [][]byte                    // arenas filled up since the last batch was sent
 	free    <-chan []byte               // arenas of written batches, to use again
 	tables  map[*source.Table]*tableEnc // a reader shares one *Table per definition
+	txn     txnJSON                     // the current transaction's part of the envelopes
 }
 
 // tableEnc is what the encoder keeps per table definition.
@@ -498,7 +499,8 @@ func (e *encoder) appendEvent(msgs *[]kafkago.Message, ev *Event, key []byte, in
 	topic := te.topic
 	e.room()
 	start := len(e.arena)
-	value := e.grab(te.json.appendValue(e.arena, ev, now), start)
+	e.txn.set(ev.TxID, ev.Commit, now)
+	value := e.grab(te.json.appendEvent(e.arena, ev, &e.txn), start)
 	*msgs = append(*msgs, kafkago.Message{Topic: topic, Key: key, Value: value})
 	if ev.Op == OpDelete && e.s.cfg.Kafka.Tombstones {
 		*msgs = append(*msgs, kafkago.Message{Topic: topic, Key: key})
@@ -543,6 +545,8 @@ func SnapshotMessages(k config.Kafka, o Origin, t *source.Table, rows []source.R
 	tj := o.tableJSON(t)
 	msgs := make([]kafkago.Message, 0, len(rows))
 	var arena []byte
+	var tx txnJSON
+	tx.set(txid, commit, commit)
 	for i, row := range rows {
 		if cap(arena)-len(arena) < 16<<10 {
 			arena = make([]byte, 0, arenaSize)
@@ -552,7 +556,7 @@ func SnapshotMessages(k config.Kafka, o Origin, t *source.Table, rows []source.R
 		key := arena[start:len(arena):len(arena)]
 		ev := Event{Table: t, Op: OpSnapshot, After: row, TxID: txid, Index: first + i, Commit: commit}
 		start = len(arena)
-		arena = tj.appendValue(arena, &ev, commit)
+		arena = tj.appendEvent(arena, &ev, &tx)
 		msgs = append(msgs, kafkago.Message{Topic: topic, Key: key, Value: arena[start:len(arena):len(arena)]})
 	}
 	return msgs

@@ -155,6 +155,30 @@ func (r *Reader) Read(ctx context.Context, from checkpoint.Position, out chan<- 
 			return err
 		}
 	}
+	d := &decoder{
+		cfg:    &r.cfg,
+		flavor: flavor,
+		cur:    start.Set(),
+		tables: map[uint64]*tableDef{},
+		logger: r.logger,
+		ends:   &r.ends,
+		reader: r,
+		maps:   tableMaps{lazy: true, flavor: flavor},
+	}
+	// The decoder runs in go-mysql's goroutine, as its synchronous event
+	// handler, and sends whole transactions on: handing every event over a
+	// channel to a goroutine of the reader's cost a channel operation and a
+	// select per event (22 events for a transaction of ten single-row
+	// updates) and left the events to the garbage collector one at a time.
+	// failed carries the handler's own error, which go-mysql wraps.
+	failed := make(chan error, 1)
+	handle := func(ev *replication.BinlogEvent) error {
+		if err := d.handle(ctx, ev, out); err != nil {
+			failed <- err
+			return err
+		}
+		return nil
+	}
 	syncer := replication.NewBinlogSyncer(replication.BinlogSyncerConfig{
 		ServerID:                r.cfg.ServerID,
 		Flavor:                  flavor,
@@ -167,12 +191,17 @@ func (r *Reader) Read(ctx context.Context, from checkpoint.Position, out chan<- 
 		HeartbeatPeriod:         heartbeatPeriod,
 		// No ReadTimeout: the dialer's connections fail a read after
 		// readIdleTimeout without data, at less cost (see idleConn).
-		Dialer:           dialIdle(readIdleTimeout),
-		DisableRetrySync: true,
-		EventCacheCount:  4096,
-		Logger:           slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Dialer:                  dialIdle(readIdleTimeout),
+		DisableRetrySync:        true,
+		SynchronousEventHandler: eventFunc(handle),
+		// The decoder keeps the GTID state itself (d.cur); go-mysql would
+		// copy its own into every XID event.
+		DiscardGTIDSet: true,
+		Logger:         slog.New(slog.NewTextHandler(io.Discard, nil)),
 		// Row images are decoded by the reader, see rowimage.go.
 		RowsEventDecodeFunc: deferRowsDecode,
+		// Table maps too, and only when one changed: see tablemap.go.
+		TableMapOptionalMetaDecodeFunc: skipOptionalMeta,
 	})
 	defer syncer.Close()
 
@@ -180,39 +209,46 @@ func (r *Reader) Read(ctx context.Context, from checkpoint.Position, out chan<- 
 	if err != nil {
 		return r.classify(fmt.Errorf("region %s: start binlog stream at %q: %w", r.cfg.Region, start.String(), err))
 	}
-	d := &decoder{
-		cfg:    &r.cfg,
-		flavor: flavor,
-		cur:    start.Set(),
-		tables: map[uint64]*tableDef{},
-		logger: r.logger,
-		ends:   &r.ends,
-		reader: r,
-	}
 	for {
-		ev, err := streamer.GetEvent(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			return r.classify(fmt.Errorf("region %s: read binlog: %w", r.cfg.Region, err))
-		}
-		if rot, ok := ev.Event.(*replication.RotateEvent); ok {
-			d.file = string(rot.NextLogName)
-		}
-		d.logPos = ev.Header.LogPos
-		txn, send, err := d.event(ev)
-		if err != nil {
-			return err
-		}
-		if !send {
+		// With a synchronous handler the streamer delivers no event: it
+		// returns when the stream ends, with the error that ended it.
+		_, err := streamer.GetEvent(ctx)
+		if err == nil {
 			continue
 		}
-		select {
-		case out <- txn:
-		case <-ctx.Done():
+		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		select {
+		case err := <-failed:
+			return err
+		default:
+		}
+		return r.classify(fmt.Errorf("region %s: read binlog: %w", r.cfg.Region, err))
+	}
+}
+
+// eventFunc is a function as go-mysql's EventHandler.
+type eventFunc func(*replication.BinlogEvent) error
+
+func (f eventFunc) HandleEvent(ev *replication.BinlogEvent) error { return f(ev) }
+
+// handle consumes one binlog event and sends the transaction (or chunk of
+// one) it completes, if any, on out.
+func (d *decoder) handle(ctx context.Context, ev *replication.BinlogEvent, out chan<- source.Txn) error {
+	if rot, ok := ev.Event.(*replication.RotateEvent); ok {
+		d.file = string(rot.NextLogName)
+	}
+	d.logPos = ev.Header.LogPos
+	txn, send, err := d.event(ev)
+	if err != nil || !send {
+		return err
+	}
+	select {
+	case out <- txn:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 
@@ -285,6 +321,10 @@ type tableDef struct {
 	// when a column needs go-mysql's.
 	fast []fastCol
 	tm   *replication.TableMapEvent // the table map event def was made from
+	// raw is the body of the table map event def was made from (see
+	// tableMaps): the next one of its table id with the same body is the
+	// same definition.
+	raw []byte
 }
 
 // kind is how a column's raw go-mysql value becomes a canonical value.
@@ -359,6 +399,7 @@ type decoder struct {
 	changes    []source.Change
 	lastLen    int // changes in the previous transaction: a capacity hint
 	sig        []byte
+	maps       tableMaps      // decodes table maps that changed (tablemap.go)
 	arena      arena          // what the fast row decoder's rows are made of
 	sqlParser  *parser.Parser // for query events, made on the first one
 }
@@ -459,6 +500,10 @@ func (d *decoder) event(ev *replication.BinlogEvent) (source.Txn, bool, error) {
 			// A DDL statement is a transaction of its own.
 			return d.commit()
 		}
+	case *replication.FormatDescriptionEvent:
+		d.maps.format(ev, e)
+	case *replication.TableMapEvent:
+		return source.Txn{}, false, d.tableMap(ev, e)
 	case *replication.RowsEvent:
 		return d.rows(ev.Header.EventType, e)
 	case *replication.XIDEvent:
@@ -561,12 +606,10 @@ func (d *decoder) commit() (source.Txn, bool, error) {
 	return txn, true, nil
 }
 
+// def returns the definition of the fully decoded table map tm, the cached
+// one of its table id when tm does not differ from it in anything decoding
+// uses, and makes it the current definition of the table id.
 func (d *decoder) def(tm *replication.TableMapEvent) (*tableDef, error) {
-	// go-mysql makes a table map event per statement; the rows events of
-	// one statement share it.
-	if def, ok := d.tables[tm.TableID]; ok && def.tm == tm {
-		return def, nil
-	}
 	d.sig = appendTableSig(d.sig[:0], tm)
 	if def, ok := d.tables[tm.TableID]; ok && def.sig == string(d.sig) {
 		def.tm = tm
@@ -637,13 +680,20 @@ func (d *decoder) rows(et replication.EventType, e *replication.RowsEvent) (sour
 	if e.Table == nil {
 		return source.Txn{}, false, nil
 	}
-	def, err := d.def(e.Table)
-	if err != nil {
-		return source.Txn{}, false, err
+	def, ok := d.tables[e.TableID]
+	if !ok {
+		if d.maps.lazy {
+			// go-mysql found the table map (e.Table), so this reader saw it.
+			return source.Txn{}, false, fmt.Errorf("region %s: rows event of table id %d before its table map", d.cfg.Region, e.TableID)
+		}
+		var err error
+		if def, err = d.def(e.Table); err != nil {
+			return source.Txn{}, false, err
+		}
 	}
 	if !d.decided {
 		d.decided = true
-		d.skip = string(e.Table.Table) == MarkerTable && string(e.Table.Schema) == d.cfg.Conn.Database
+		d.skip = string(def.tm.Table) == MarkerTable && string(def.tm.Schema) == d.cfg.Conn.Database
 	}
 	if d.skip || !def.keep {
 		return source.Txn{}, false, nil
@@ -707,6 +757,7 @@ func (d *decoder) decodeRows(et replication.EventType, def *tableDef, e *replica
 		}
 	}
 	e.Rows = nil
+	e.Table = def.tm // go-mysql's own lacks the optional metadata (signedness)
 	if err := e.DecodeData(raw.pos, raw.data); err != nil {
 		return nil, fmt.Errorf("region %s: table %s: decode rows event: %w", d.cfg.Region, def.table.Name, err)
 	}

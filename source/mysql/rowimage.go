@@ -54,8 +54,20 @@ func deferRowsDecode(e *replication.RowsEvent, data []byte) error {
 	if err != nil {
 		return err
 	}
-	e.Rows = [][]any{{rawImages{data: data, pos: pos}}}
+	// One allocation for the images and the one-row Rows that carries them
+	// (boxing rawImages and building [][]any{{…}} took three).
+	d := &deferredRows{img: rawImages{data: data, pos: pos}}
+	d.row[0] = &d.img
+	d.rows[0] = d.row[:]
+	e.Rows = d.rows[:]
 	return nil
+}
+
+// deferredRows is what deferRowsDecode leaves in a rows event.
+type deferredRows struct {
+	img  rawImages
+	row  [1]any
+	rows [1][]any
 }
 
 // takeImages returns the raw images deferRowsDecode left in e.
@@ -63,8 +75,11 @@ func takeImages(e *replication.RowsEvent) (rawImages, bool) {
 	if len(e.Rows) != 1 || len(e.Rows[0]) != 1 {
 		return rawImages{}, false
 	}
-	raw, ok := e.Rows[0][0].(rawImages)
-	return raw, ok
+	raw, ok := e.Rows[0][0].(*rawImages)
+	if !ok {
+		return rawImages{}, false
+	}
+	return *raw, true
 }
 
 // fastOp is how fastImage decodes one column.
@@ -255,6 +270,7 @@ func (def *tableDef) fastRows(et replication.EventType, e *replication.RowsEvent
 	}()
 	data := raw.data[raw.pos:]
 	img := &imageReader{data: data, arena: a}
+	rows = a.events[:0]
 	for img.pos < len(data) {
 		row := source.Row(a.rows.Take(n))
 		ok, err := def.fastImage(img, row)
@@ -266,6 +282,7 @@ func (def *tableDef) fastRows(et replication.EventType, e *replication.RowsEvent
 	if update && len(rows)%2 != 0 {
 		return nil, false, nil
 	}
+	a.events = rows[:0]
 	return rows, true, nil
 }
 
@@ -300,6 +317,9 @@ type arena struct {
 	ints  box.Slab[int64]
 	uints box.Slab[uint64]
 	rows  box.Values
+	// events is the slice fastRows returns an event's rows in, used again
+	// for the next event's: the caller keeps the rows, not the slice.
+	events []source.Row
 }
 
 func (a *arena) str(b []byte) string { return a.text.String(b) }
@@ -473,8 +493,23 @@ func beUint(d []byte) uint64 {
 }
 
 // appendPadded appends v in decimal with at least width digits, as
-// fmt's %0<width>d does for a non-negative value.
+// fmt's %0<width>d does for a non-negative value. The widths the temporal
+// and decimal formats use (2, 4, 6, 9) are written digit by digit into
+// place: strconv and a copy cost more than the digits themselves, and a
+// DATETIME has seven such fields.
 func appendPadded(b []byte, v uint64, width int) []byte {
+	switch {
+	case width == 2 && v < 100:
+		return append(b, byte('0'+v/10), byte('0'+v%10))
+	case width <= 9 && v < pow10[width]:
+		n := len(b)
+		b = append(b, "000000000"[:width]...)
+		for i := n + width - 1; v > 0; i-- {
+			b[i] = byte('0' + v%10)
+			v /= 10
+		}
+		return b
+	}
 	var tmp [20]byte
 	s := strconv.AppendUint(tmp[:0], v, 10)
 	for range width - len(s) {
@@ -489,10 +524,7 @@ func appendFrac(b []byte, frac uint64, dec int) []byte {
 	if dec == 0 {
 		return b
 	}
-	var tmp [8]byte
-	s := appendPadded(tmp[:0], frac, 6)
-	b = append(b, '.')
-	return append(b, s[:dec]...)
+	return appendPadded(append(b, '.'), frac/pow10[6-dec], dec)
 }
 
 // fracOf reads a temporal value's fractional part as go-mysql does:
