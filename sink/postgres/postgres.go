@@ -65,6 +65,9 @@ type Config struct {
 	LockTimeout time.Duration
 	// Rules are the tables' conflict rules (nil: every table apply_remote).
 	Rules *batch.Rules
+	// Lanes is how many connections apply batches at once (default 2; 1
+	// applies one batch at a time). See batch.Lane.
+	Lanes int
 }
 
 // Applier is the PostgreSQL sink of one pipeline.
@@ -109,6 +112,9 @@ func New(cfg Config, logger *slog.Logger) (*Applier, error) {
 	}
 	if cfg.LockTimeout <= 0 {
 		cfg.LockTimeout = 10 * time.Second
+	}
+	if cfg.Lanes <= 0 {
+		cfg.Lanes = 2
 	}
 	conn, err := pgconn.Config(cfg.DSN)
 	if err != nil {
@@ -196,20 +202,11 @@ func (a *Applier) Init(ctx context.Context, pos string) (string, error) {
 
 // Apply implements pipeline.Sink.
 func (a *Applier) Apply(ctx context.Context, in <-chan source.Txn, durable func(checkpoint.Position, bool)) error {
-	conn, err := a.connect(ctx)
+	t, err := a.newTarget(ctx, "")
 	if err != nil {
 		return err
 	}
-	defer closeConn(conn)
-	if err := a.setupSession(ctx, conn); err != nil {
-		return err
-	}
-	t := &target{a: a, conn: conn, tables: map[string]*pgTable{}, plans: map[*source.Table]*plan{}, reads: map[*pgTable]*ruleInfo{}}
-	for _, name := range a.cfg.Tables {
-		if _, err := t.table(ctx, name); err != nil {
-			return err
-		}
-	}
+	defer t.Close()
 	return batch.Run(ctx, batch.Config{
 		Region:       a.cfg.Target,
 		Pipeline:     a.cfg.Pipeline,
@@ -218,7 +215,60 @@ func (a *Applier) Apply(ctx context.Context, in <-chan source.Txn, durable func(
 		Logger:       a.logger,
 		Rules:        a.cfg.Rules,
 		Start:        startPosition(a.start),
+		Lanes:        a.cfg.Lanes,
 	}, t, in, durable)
+}
+
+// newTarget opens a connection set up for applying. lane names the lane's
+// marker row ("": the serial target, whose marker is the pipeline's row).
+func (a *Applier) newTarget(ctx context.Context, lane string) (*target, error) {
+	conn, err := a.connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := a.setupSession(ctx, conn); err != nil {
+		closeConn(conn)
+		return nil, err
+	}
+	t := &target{a: a, conn: conn, lane: lane, tables: map[string]*pgTable{}, plans: map[*source.Table]*plan{}, reads: map[*pgTable]*ruleInfo{}}
+	for _, name := range a.cfg.Tables {
+		if _, err := t.table(ctx, name); err != nil {
+			closeConn(conn)
+			return nil, err
+		}
+	}
+	return t, nil
+}
+
+// LaneMarker names lane i's marker row (kind 'marker') in
+// regiond_checkpoints for a pipeline.
+func LaneMarker(pipeline string, i int) string {
+	return fmt.Sprintf("%s lane %d", pipeline, i)
+}
+
+// Lane implements batch.Laner.
+func (t *target) Lane(ctx context.Context, i int) (batch.Lane, error) {
+	return t.a.newTarget(ctx, LaneMarker(t.a.cfg.Pipeline, i))
+}
+
+// Close releases the target's connection.
+func (t *target) Close() error {
+	t.Rollback()
+	closeConn(t.conn)
+	return nil
+}
+
+// BeginLane implements batch.Lane: the marker write goes to the lane's own
+// row, and Commit stores the position. The statements are sent with the
+// next Exec or Commit.
+func (t *target) BeginLane(ctx context.Context) error {
+	t.pending = &pgx.Batch{}
+	t.pending.Queue("BEGIN")
+	t.markPos, t.laneTx, t.copies = "", true, 0
+	t.pending.Queue("INSERT INTO "+t.a.checkpointTable()+
+		" (pipeline, kind, source_region, position, seq, epoch, updated_at) VALUES ($1, 'marker', $2, '', 1, 0, now())"+
+		" ON CONFLICT (pipeline) DO UPDATE SET seq = "+t.a.checkpointTable()+".seq + 1, updated_at = now()", t.lane, t.a.cfg.Source)
+	return nil
 }
 
 // startPosition is the stored position s for batch.Config.Start (nil when
@@ -266,6 +316,10 @@ type target struct {
 	pending *pgx.Batch // queued, not yet sent
 	begun   bool       // BEGIN was sent: the server has a transaction open
 	markPos string     // the position the marker write stores
+	// lane is the lane's marker row ("": not a lane); laneTx says the open
+	// transaction began with it (BeginLane), so Commit stores the position.
+	lane   string
+	laneTx bool
 	// reads caches how each target table's columns are read back as
 	// canonical values (rule tables).
 	reads map[*pgTable]*ruleInfo
@@ -334,14 +388,25 @@ func (t *target) plan(ctx context.Context, st *source.Table) (*plan, error) {
 func (t *target) Begin(ctx context.Context, pos checkpoint.Position) error {
 	t.pending = &pgx.Batch{}
 	t.pending.Queue("BEGIN")
-	t.markPos = ""
+	t.markPos, t.laneTx = "", false
 	t.copies = 0
+	if pos != nil {
+		t.markPos = pos.String()
+	}
+	t.queueStore(t.pending, pos)
+	return nil
+}
+
+// queueStore queues the write that bumps the pipeline's checkpoint row (and
+// stores pos, when not nil). It is the fence: it matches only while the
+// row holds this process's epoch, and then locks the row until commit, so
+// no newer leader's epoch can come in between.
+func (t *target) queueStore(b *pgx.Batch, pos checkpoint.Position) {
 	mark := "UPDATE " + t.a.checkpointTable() + " SET seq = seq + 1, updated_at = now() WHERE pipeline = $1"
 	args := []any{t.a.cfg.Pipeline}
 	if pos != nil {
-		t.markPos = pos.String()
 		mark = "UPDATE " + t.a.checkpointTable() + " SET seq = seq + 1, position = $2, updated_at = now() WHERE pipeline = $1"
-		args = append(args, t.markPos)
+		args = append(args, pos.String())
 	}
 	missing := func() error {
 		return pipeline.Permanent(fmt.Errorf("region %s: checkpoint row missing for pipeline %s in %s; it was deleted while regiond ran: restore it or run `regiond backfill`",
@@ -349,22 +414,20 @@ func (t *target) Begin(ctx context.Context, pos checkpoint.Position) error {
 	}
 	epoch := t.a.epoch.Load()
 	if epoch <= 0 {
-		t.pending.Queue(mark, args...).Exec(func(ct pgxconn.CommandTag) error {
+		b.Queue(mark, args...).Exec(func(ct pgxconn.CommandTag) error {
 			if ct.RowsAffected() != 1 {
 				return missing()
 			}
 			return nil
 		})
-		return nil
+		return
 	}
-	// The marker write is also the fence: it matches only while the row
-	// holds this process's epoch, and then locks the row until commit, so
-	// no newer leader's epoch can come in between. The statement reports
-	// the epoch it saw, to tell a takeover from a missing row.
+	// The statement reports the epoch it saw, to tell a takeover from a
+	// missing row.
 	args = append(args, epoch)
 	fenced := "WITH m AS (" + mark + fmt.Sprintf(" AND epoch = $%d RETURNING 1)", len(args)) +
 		" SELECT (SELECT count(*) FROM m), (SELECT epoch FROM " + t.a.checkpointTable() + " WHERE pipeline = $1)"
-	t.pending.Queue(fenced, args...).QueryRow(func(row pgx.Row) error {
+	b.Queue(fenced, args...).QueryRow(func(row pgx.Row) error {
 		var (
 			n   int64
 			cur *int64
@@ -380,13 +443,20 @@ func (t *target) Begin(ctx context.Context, pos checkpoint.Position) error {
 		}
 		return fmt.Errorf("region %s: pipeline %s: %w (this process's epoch %d, now %d)", t.a.cfg.Target, t.a.cfg.Pipeline, pipeline.ErrFenced, epoch, *cur)
 	})
-	return nil
 }
 
 // Commit implements batch.Target.
 func (t *target) Commit(ctx context.Context, pos checkpoint.Position) error {
 	b := t.take()
-	if t.markPos != pos.String() {
+	if t.laneTx {
+		// The fence must have matched before COMMIT is sent: sent in one
+		// pipeline, COMMIT would run after a write that matched nothing.
+		t.queueStore(b, pos)
+		if err := t.send(ctx, b); err != nil {
+			return err
+		}
+		b = &pgx.Batch{}
+	} else if t.markPos != pos.String() {
 		b.Queue("UPDATE "+t.a.checkpointTable()+" SET position = $2 WHERE pipeline = $1", t.a.cfg.Pipeline, pos.String())
 	}
 	b.Queue("COMMIT").Exec(func(ct pgxconn.CommandTag) error {

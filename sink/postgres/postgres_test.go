@@ -384,7 +384,7 @@ func TestMarkerWriteComesFirst(t *testing.T) {
 		t.Errorf("checkpoint after one commit: seq %d (want %d), position %s (want 0/A)", seq, seq0+1, pos)
 	}
 	var rowXmin, cpXmin string
-	if err := e.conn.QueryRow(t.Context(), "SELECT (SELECT xmin::text FROM types WHERE id = 1), (SELECT xmin::text FROM regiond_checkpoints)").Scan(&rowXmin, &cpXmin); err != nil {
+	if err := e.conn.QueryRow(t.Context(), "SELECT (SELECT xmin::text FROM types WHERE id = 1), (SELECT xmin::text FROM regiond_checkpoints WHERE pipeline = $1)", pipelineName).Scan(&rowXmin, &cpXmin); err != nil {
 		t.Fatal(err)
 	}
 	if rowXmin != cpXmin {
