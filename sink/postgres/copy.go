@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 
 	"github.com/jackc/pgx/v5"
@@ -57,11 +58,11 @@ import (
 const copySavepoints = 32
 
 // fastRows are the rows of one upsert segment that take a fast path:
-// absent rows (COPY) and present rows (UPDATE), each with the change whose
-// check their fallback runs (a zero Change: none).
+// absent rows (COPY) and present rows (UPDATE), each with the index of the
+// change whose check their fallback runs (-1: none).
 type fastRows struct {
 	absent, present             []source.Row
-	absentChecks, presentChecks []source.Change
+	absentChecks, presentChecks []int32
 	rest                        []source.Row // the segment's other rows, written as before
 }
 
@@ -88,7 +89,10 @@ const (
 
 // keyStates indexes keyState by table and key: a key of one int64 column
 // (the common case) by its value, any other by batch.AppendKey's bytes
-// (which tell an int64 from other kinds, as batch.Segments does).
+// (which tell an int64 from other kinds, as batch.Segments does). A target
+// keeps one and reuses its maps and slices from batch to batch (reset):
+// allocated anew they were a third of the bytes the sink allocates per
+// insert.
 type keyStates struct {
 	byTable map[*source.Table]*tableKeys
 	state   []keyState
@@ -116,6 +120,24 @@ func (m *keyStates) index(t *source.Table, row source.Row) (int64, bool) {
 	}
 	m.kb = batch.AppendKey(m.kb[:0], t, row)
 	return 0, false
+}
+
+// reset empties m for n changes.
+func (m *keyStates) reset(n int) {
+	if m.byTable == nil {
+		m.byTable = map[*source.Table]*tableKeys{}
+	}
+	for t, tk := range m.byTable {
+		if len(tk.ints) == 0 && len(tk.other) == 0 {
+			delete(m.byTable, t) // unused by the last batch
+			continue
+		}
+		clear(tk.ints)
+		clear(tk.other)
+	}
+	m.state = slices.Grow(m.state[:0], n)
+	m.checked = slices.Grow(m.checked[:0], n)[:n]
+	m.size = n
 }
 
 func (m *keyStates) get(t *source.Table, row source.Row) *keyState {
@@ -179,12 +201,15 @@ func (m *keyStates) add(t *source.Table, row source.Row) (*keyState, int32, bool
 // update that keeps the key and whose before image carries only the key
 // (so that the check can only find the row missing), go by an UPDATE that
 // says which rows it found (at least minRows rows).
-func planCopies(rules *batch.Rules, changes []source.Change, steps []batch.Step, minRows, max int) (map[int]*fastRows, *keyStates) {
+// keys is reset and filled (nil: a new one).
+func planCopies(keys *keyStates, rules *batch.Rules, changes []source.Change, steps []batch.Step, minRows, max int) (map[int]*fastRows, *keyStates) {
 	if rules != nil && rules.Local {
 		return nil, nil
 	}
-	keys := &keyStates{byTable: map[*source.Table]*tableKeys{}, state: make([]keyState, 0, len(changes)), size: len(changes),
-		checked: make([]int32, len(changes))}
+	if keys == nil {
+		keys = &keyStates{}
+	}
+	keys.reset(len(changes))
 	n := 0
 	// touch records row's key; the first key a change touches is the one
 	// batch.CheckRemote checks.
@@ -252,20 +277,20 @@ func planCopies(rules *batch.Rules, changes []source.Change, steps []batch.Step,
 			case batch.HasUnchanged(row):
 			case before == segGone || before == 0 && s.how == touchInsert:
 				if f.absent == nil {
-					f.absent, f.absentChecks = make([]source.Row, 0, len(seg.Rows)), make([]source.Change, 0, len(seg.Rows))
+					f.absent, f.absentChecks = make([]source.Row, 0, len(seg.Rows)), make([]int32, 0, len(seg.Rows))
 				}
-				var c source.Change
+				c := int32(-1)
 				if before == 0 {
-					c = changes[s.first]
+					c = s.first
 					absent = append(absent, s)
 				}
 				f.absent, f.absentChecks = append(f.absent, row), append(f.absentChecks, c)
 				continue
 			case before == 0 && s.how == touchUpdate:
 				if f.present == nil {
-					f.present, f.presentChecks = make([]source.Row, 0, len(seg.Rows)), make([]source.Change, 0, len(seg.Rows))
+					f.present, f.presentChecks = make([]source.Row, 0, len(seg.Rows)), make([]int32, 0, len(seg.Rows))
 				}
-				f.present, f.presentChecks = append(f.present, row), append(f.presentChecks, changes[s.first])
+				f.present, f.presentChecks = append(f.present, row), append(f.presentChecks, s.first)
 				present = append(present, s)
 				continue
 			}
@@ -307,19 +332,26 @@ func planCopies(rules *batch.Rules, changes []source.Change, steps []batch.Step,
 // picks it: the after image of an insert, the before image otherwise) is
 // marked skip in keys, which planCopies made of the same changes.
 func withoutKeys(changes []source.Change, keys *keyStates) []source.Change {
-	var out []source.Change
+	var (
+		out     []source.Change
+		skipped bool
+	)
 	for n, c := range changes {
-		if i := keys.checked[n]; i < 0 || !keys.state[i].skip {
-			if out != nil {
-				out = append(out, c)
+		i := keys.checked[n]
+		switch skip := i >= 0 && keys.state[i].skip; {
+		case skip && !skipped:
+			// The changes before n are kept, sharing changes' array (its
+			// capacity ends there, so nothing is appended into it).
+			skipped, out = true, changes[:n:n]
+		case skip:
+		case skipped:
+			if len(out) == cap(out) {
+				out = append(make([]source.Change, 0, len(changes)-1), out...)
 			}
-			continue
-		}
-		if out == nil {
-			out = append(make([]source.Change, 0, len(changes)), changes[:n]...)
+			out = append(out, c)
 		}
 	}
-	if out == nil {
+	if !skipped {
 		return changes
 	}
 	return out
@@ -332,10 +364,10 @@ func withoutKeys(changes []source.Change, keys *keyStates) []source.Change {
 // the rows it did not find take the ordinary path, which finds them
 // missing, records that (an update or delete that finds no row is an
 // apply_remote conflict) and inserts them.
-func (t *target) writeFast(ctx context.Context, b *pgx.Batch, p *plan, f *fastRows) (*pgx.Batch, error) {
+func (t *target) writeFast(ctx context.Context, b *pgx.Batch, p *plan, f *fastRows, changes []source.Change) (*pgx.Batch, error) {
 	var (
 		fallback []source.Row
-		checks   []source.Change
+		checks   []int32
 		found    []bool
 	)
 	switch {
@@ -393,8 +425,8 @@ func (t *target) writeFast(ctx context.Context, b *pgx.Batch, p *plan, f *fastRo
 	// upsert.
 	var first []source.Change
 	for _, c := range checks {
-		if c.Table != nil {
-			first = append(first, c)
+		if c >= 0 {
+			first = append(first, changes[c])
 		}
 	}
 	t.pending = b

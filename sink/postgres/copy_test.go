@@ -62,11 +62,12 @@ func testPlanCopies(t *testing.T, id func(int64) any) {
 				out = append(out, fmt.Sprintf("step %d: none", i))
 				continue
 			}
-			list := func(rows []source.Row, checks []source.Change) string {
+			list := func(rows []source.Row, checks []int32) string {
 				var rs, cs []string
 				for n, row := range rows {
 					rs = append(rs, fmt.Sprintf("%v=%s", row[0], row[7]))
-					if c := checks[n]; c.Table != nil {
+					if i := checks[n]; i >= 0 {
+						c := changes[i]
 						key := c.Before
 						if c.Op == source.Insert {
 							key = c.After
@@ -85,7 +86,7 @@ func testPlanCopies(t *testing.T, id func(int64) any) {
 		}
 		return out
 	}
-	fast, keys := planCopies(nil, changes, steps, 1, 10)
+	fast, keys := planCopies(nil, nil, changes, steps, 1, 10)
 	want := []string{
 		"step 0 (delete false): copy [1=a 3=b] check [1 3], update [] check [], rest [2]",
 		"step 1: none",
@@ -114,12 +115,13 @@ func testPlanCopies(t *testing.T, id func(int64) any) {
 	}
 
 	// Below minRows nothing takes a fast path and everything is checked.
-	fast, keys = planCopies(nil, changes, steps, 3, 10)
+	// (keys reused, as a target reuses its own from batch to batch)
+	fast, keys = planCopies(keys, nil, changes, steps, 3, 10)
 	if len(fast) != 0 || len(withoutKeys(changes, keys)) != len(changes) {
 		t.Errorf("minRows 3: planned %v, kept %d of %d changes", describe(fast), len(withoutKeys(changes, keys)), len(changes))
 	}
 	// No COPY left in the transaction: only the UPDATE.
-	fast, keys = planCopies(nil, changes, steps, 1, 0)
+	fast, keys = planCopies(keys, nil, changes, steps, 1, 0)
 	want = []string{"step 0: none", "step 1: none", "step 2: none", "step 3: none", "step 4: none",
 		"step 5 (delete false): copy [] check [], update [20=b] check [20], rest [21]"}
 	if diff := cmp.Diff(want, describe(fast)); diff != "" {
@@ -259,9 +261,10 @@ func BenchmarkPlanInserts(b *testing.B) {
 		changes[i] = source.Change{Table: table, Op: source.Insert, After: source.Row{int64(1000 + i), int64(i), "c", "pad", nil, source.DateTime("2026-11-27 14:00:00.123456")}}
 	}
 	b.ReportAllocs()
+	var ks keyStates // reused, as a target does
 	for range b.N {
 		steps := batch.Plan(nil, changes)
-		fast, keys := planCopies(nil, changes, steps, 32, copySavepoints)
+		fast, keys := planCopies(&ks, nil, changes, steps, 32, copySavepoints)
 		if len(withoutKeys(changes, keys)) != 0 || len(fast) != 1 {
 			b.Fatal("not every row by COPY")
 		}

@@ -330,6 +330,8 @@ type target struct {
 	// copyBuf is their data, reused.
 	copies  int
 	copyBuf copyBuffer
+	// keys is the fast paths' planning state, reused from batch to batch.
+	keys keyStates
 }
 
 var _ batch.Target = (*target)(nil)
@@ -532,7 +534,7 @@ func (t *target) Exec(ctx context.Context, changes []source.Change) error {
 		keys *keyStates
 	)
 	if t.a.cfg.FastRows > 0 {
-		fast, keys = planCopies(rules, changes, steps, t.a.cfg.FastRows, copySavepoints-t.copies)
+		fast, keys = planCopies(&t.keys, rules, changes, steps, t.a.cfg.FastRows, copySavepoints-t.copies)
 	}
 	checked := changes
 	if fast != nil {
@@ -563,7 +565,7 @@ func (t *target) Exec(ctx context.Context, changes []source.Change) error {
 		}
 		rows := seg.Rows
 		if f := fast[i]; f != nil {
-			if b, err = t.writeFast(ctx, b, p, f); err != nil {
+			if b, err = t.writeFast(ctx, b, p, f, changes); err != nil {
 				return err
 			}
 			rows = f.rest

@@ -43,6 +43,7 @@ type stream struct {
 	idle        atomic.Uint64 // flush position earned while nothing was pending
 	lastSentEnd atomic.Uint64 // End of the last transaction sent to out
 	inTxn       atomic.Bool   // a transaction has begun and not committed
+	messages    atomic.Uint64 // CopyData messages received (lowat.go)
 
 	mu         sync.Mutex // serializes status updates
 	lastStatus time.Time
@@ -83,6 +84,13 @@ func (s *stream) run(ctx context.Context) error {
 		defer wg.Done()
 		errc <- s.receive(rctx)
 	}()
+	if l := newLowatControl(s.conn.Conn(), &s.messages); l != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			l.run(rctx)
+		}()
+	}
 	defer func() {
 		cancel()
 		wg.Wait()
@@ -143,6 +151,7 @@ func (s *stream) receive(ctx context.Context) error {
 		}
 		switch m := msg.(type) {
 		case *pgproto3.CopyData:
+			s.messages.Add(1)
 			// m.Data is pgconn's read buffer, valid until the next
 			// ReceiveMessage: handle is done with it when it returns.
 			if err := s.handle(ctx, m.Data); err != nil {
