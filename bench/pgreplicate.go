@@ -141,6 +141,7 @@ func (b *pgBench) newPipeline(probe *queueProbe) (p *pipeline.Pipeline, closeFn 
 		DSN:      b.regiond.dsn(),
 		Tables:   []string{benchTable},
 		Rules:    b.opt.rules(),
+		Lanes:    b.opt.lanes,
 	}, b.logger)
 	if err != nil {
 		reader.Close()

@@ -133,7 +133,14 @@ type Region struct {
 	// ServerID is the replica server id regiond uses to read this region's
 	// binlog; 0 means derived. MySQL engine only; unique when set.
 	ServerID uint32 `yaml:"server_id"`
+	// ApplyConnections is how many connections each pipeline into this
+	// region applies batches on at once (0: the engine's default, 2 for
+	// mysql and 1 for postgres; at most MaxApplyConnections).
+	ApplyConnections int `yaml:"apply_connections"`
 }
+
+// MaxApplyConnections bounds Region.ApplyConnections.
+const MaxApplyConnections = 8
 
 // Table is one replicated table's conflict handling.
 type Table struct {

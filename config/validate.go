@@ -131,6 +131,10 @@ func (c *Config) checkRegions(ch *checker) {
 			}
 		}
 
+		if r.ApplyConnections < 0 || r.ApplyConnections > MaxApplyConnections {
+			ch.add(key+".apply_connections", "%d is out of range: use 1 to %d (or leave it out for the engine's default)", r.ApplyConnections, MaxApplyConnections)
+		}
+
 		if r.ServerID != 0 {
 			switch {
 			case r.Engine == EnginePostgres:

@@ -168,7 +168,7 @@ func newSink(cfg *config.Config, src, dst config.Region, logger *slog.Logger) (p
 		}
 		a, err := mysqlsink.New(mysqlsink.Config{
 			Pipeline: name, Source: src.Name, Target: dst.Name, Conn: conn, Tables: cfg.TableNames(),
-			Rules: rulesFor(cfg, name, src.Name, dst.Name),
+			Rules: rulesFor(cfg, name, src.Name, dst.Name), Lanes: dst.ApplyConnections,
 		}, logger)
 		if err != nil {
 			return nil, nil, err
@@ -177,7 +177,7 @@ func newSink(cfg *config.Config, src, dst config.Region, logger *slog.Logger) (p
 	case config.EnginePostgres:
 		a, err := pgsink.New(pgsink.Config{
 			Pipeline: name, Source: src.Name, Target: dst.Name, DSN: dst.DSN, Schema: dst.Schema, Tables: cfg.TableNames(),
-			Rules: rulesFor(cfg, name, src.Name, dst.Name),
+			Rules: rulesFor(cfg, name, src.Name, dst.Name), Lanes: dst.ApplyConnections,
 		}, logger)
 		if err != nil {
 			return nil, nil, err

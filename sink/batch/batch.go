@@ -116,6 +116,11 @@ func Run(ctx context.Context, cfg Config, t Target, in <-chan source.Txn, durabl
 		w.lanes = newLanes(cfg.Lanes, laner)
 		defer w.stopLanes()
 	}
+	// lingered: the batch being collected has waited once for more.
+	lingered := false
+	linger := time.NewTimer(lingerFor)
+	linger.Stop()
+	defer linger.Stop()
 	for {
 		var (
 			txn source.Txn
@@ -154,20 +159,34 @@ func Run(ctx context.Context, cfg Config, t Target, in <-chan source.Txn, durabl
 				return ctx.Err()
 			default:
 				// Nothing more is ready: write what we have rather than
-				// wait; but while a batch is on a lane, this one grows
-				// until it is full or the lanes are idle (a partial batch
-				// beside another only costs more statements and commits).
-				if !b.open && !w.lanes.busy() {
+				// wait. But a small batch first waits a moment (once) for
+				// more, and while a batch is on a lane this one grows until
+				// it is full or the lanes are idle: a reader that is only
+				// just behind would otherwise make every batch a few
+				// transactions, each costing statements and a commit.
+				ready := !b.open && !w.lanes.busy()
+				if ready && (lingered || len(b.changes) >= cfg.BatchChanges/4) {
+					lingered = false
 					if err := w.commit(ctx, b); err != nil {
 						return err
 					}
 					continue
 				}
+				var lingerC <-chan time.Time
+				if ready {
+					lingered = true
+					linger.Reset(lingerFor)
+					lingerC = linger.C
+				}
 				select {
 				case txn, ok = <-in:
+					linger.Stop()
 				case <-ctx.Done():
 					return ctx.Err()
+				case <-lingerC:
+					continue
 				case <-w.lanes.done():
+					linger.Stop()
 					if err := w.finishLane(ctx); err != nil {
 						return err
 					}
@@ -201,11 +220,16 @@ func Run(ctx context.Context, cfg Config, t Target, in <-chan source.Txn, durabl
 			}
 			continue
 		}
+		lingered = false
 		if err := w.commit(ctx, b); err != nil {
 			return err
 		}
 	}
 }
+
+// lingerFor is how long a small batch waits for more transactions when the
+// source has none ready (once per batch).
+const lingerFor = time.Millisecond
 
 // batch is what has been received but not yet committed.
 type batch struct {

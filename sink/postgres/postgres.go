@@ -65,8 +65,9 @@ type Config struct {
 	LockTimeout time.Duration
 	// Rules are the tables' conflict rules (nil: every table apply_remote).
 	Rules *batch.Rules
-	// Lanes is how many connections apply batches at once (default 2; 1
-	// applies one batch at a time). See batch.Lane.
+	// Lanes is how many connections apply batches at once (see batch.Lane).
+	// The default is 1: on a 2-CPU host two lanes made the target spend
+	// about 60% more CPU on the bench's updates (BENCHMARKS.md).
 	Lanes int
 }
 
@@ -114,7 +115,7 @@ func New(cfg Config, logger *slog.Logger) (*Applier, error) {
 		cfg.LockTimeout = 10 * time.Second
 	}
 	if cfg.Lanes <= 0 {
-		cfg.Lanes = 2
+		cfg.Lanes = 1
 	}
 	conn, err := pgconn.Config(cfg.DSN)
 	if err != nil {
