@@ -24,11 +24,11 @@ import (
 // busy ticks. After idleAfter busy ticks with nothing waiting and nothing
 // handled, the ticks slow down until the stream is busy again.
 const (
-	bulkLowat    = 16 << 10             // bytes the kernel waits for while the stream is busy
-	bulkTick     = time.Millisecond     // how often the mark is checked while the stream is busy
-	idleTick     = 5 * time.Millisecond // and while it is not
-	idleAfter    = 10                   // empty busy ticks before the stream counts as idle
-	bulkMessages = 50                   // messages in an idle tick that make the stream busy
+	bulkLowat    = 16 << 10              // bytes the kernel waits for while the stream is busy
+	bulkTick     = time.Millisecond      // how often the mark is checked while the stream is busy
+	idleTick     = 50 * time.Millisecond // and while it is not (an idle pipeline wakes 20 times a second)
+	idleAfter    = 10                    // empty busy ticks before the stream counts as idle
+	bulkMessages = 500                   // messages in an idle tick that make the stream busy (10,000/s)
 )
 
 // lowatControl raises and lowers the low-water mark of the replication

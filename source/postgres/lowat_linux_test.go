@@ -76,9 +76,9 @@ func TestLowatTail(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// A busy stream for 50 ms: the control raises the mark.
+	// A busy stream for a few idle ticks: the control raises the mark.
 	raised := false
-	for end := time.Now().Add(50 * time.Millisecond); time.Now().Before(end); {
+	for end := time.Now().Add(4 * idleTick); time.Now().Before(end); {
 		for range 20 {
 			send(1)
 		}
