@@ -33,6 +33,12 @@ type Lane interface {
 	Close() error
 }
 
+// LaneMarker names lane i's marker row (kind 'marker') in
+// regiond_checkpoints for a pipeline, in every engine.
+func LaneMarker(pipeline string, i int) string {
+	return fmt.Sprintf("%s lane %d", pipeline, i)
+}
+
 // Laner is a Target that can open lanes (see Config.Lanes).
 type Laner interface {
 	// Lane opens lane i (0, 1, …) on a connection of its own.

@@ -13,6 +13,7 @@ import (
 	"github.com/regiond/regiond/checkpoint"
 	"github.com/regiond/regiond/internal/dbtest"
 	"github.com/regiond/regiond/internal/testenv"
+	"github.com/regiond/regiond/sink/batch"
 	"github.com/regiond/regiond/source"
 )
 
@@ -84,8 +85,8 @@ func TestLanesOnOneRowUnderTwoKeys(t *testing.T) {
 	markers := queryLines(t, db, "SELECT pipeline, kind, position FROM "+CheckpointTable+" ORDER BY pipeline")
 	wantMarkers := []string{
 		fmt.Sprintf(`%q|"pipeline"|"0-1-%d"`, pipelineName, txns),
-		fmt.Sprintf(`%q|"marker"|""`, LaneMarker(pipelineName, 0)),
-		fmt.Sprintf(`%q|"marker"|""`, LaneMarker(pipelineName, 1)),
+		fmt.Sprintf(`%q|"marker"|""`, batch.LaneMarker(pipelineName, 0)),
+		fmt.Sprintf(`%q|"marker"|""`, batch.LaneMarker(pipelineName, 1)),
 	}
 	if diff := cmp.Diff(wantMarkers, markers); diff != "" {
 		t.Errorf("checkpoint rows (-want +got):\n%s", diff)

@@ -189,15 +189,9 @@ func (a *Applier) statements(t *source.Table) *tableSQL {
 	return ts
 }
 
-// LaneMarker names lane i's marker row (kind 'marker') in
-// regiond_checkpoints for a pipeline.
-func LaneMarker(pipeline string, i int) string {
-	return fmt.Sprintf("%s lane %d", pipeline, i)
-}
-
 // Lane implements batch.Laner.
 func (w *writer) Lane(ctx context.Context, i int) (batch.Lane, error) {
-	return w.a.newWriter(ctx, LaneMarker(w.a.cfg.Pipeline, i))
+	return w.a.newWriter(ctx, batch.LaneMarker(w.a.cfg.Pipeline, i))
 }
 
 // Close releases the writer's connection.

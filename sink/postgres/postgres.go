@@ -241,15 +241,9 @@ func (a *Applier) newTarget(ctx context.Context, lane string) (*target, error) {
 	return t, nil
 }
 
-// LaneMarker names lane i's marker row (kind 'marker') in
-// regiond_checkpoints for a pipeline.
-func LaneMarker(pipeline string, i int) string {
-	return fmt.Sprintf("%s lane %d", pipeline, i)
-}
-
 // Lane implements batch.Laner.
 func (t *target) Lane(ctx context.Context, i int) (batch.Lane, error) {
-	return t.a.newTarget(ctx, LaneMarker(t.a.cfg.Pipeline, i))
+	return t.a.newTarget(ctx, batch.LaneMarker(t.a.cfg.Pipeline, i))
 }
 
 // Close releases the target's connection.
