@@ -397,6 +397,7 @@ const idleLag = time.Second
 
 func (w *writer) rollback() {
 	w.t.Rollback()
+	w.rv.undo()
 	w.inTx, w.streamed = false, false
 	clear(w.tally)
 }
@@ -551,10 +552,14 @@ func (w *writer) write(ctx context.Context, changes []source.Change, events []*h
 	if err := w.record(ctx, events); err != nil {
 		return nil, err
 	}
+	if len(w.rv.chains) > 0 {
+		w.rv.save() // stored may drop chains
+	}
 	pos := w.stored(end, commit)
 	err := w.t.Commit(ctx, pos)
 	w.inTx, w.streamed = false, false
 	if err == nil {
+		w.rv.keep()
 		w.committed(commit)
 	}
 	return pos, err
@@ -636,6 +641,7 @@ func (w *writer) record(ctx context.Context, events []*homeEvent) error {
 		return nil
 	}
 	rt := w.t.(RuleTarget)
+	w.rv.save()
 	for _, e := range events {
 		if e.start == nil {
 			e.start = w.lastEnd

@@ -131,10 +131,41 @@ const chainMargin = 2 * time.Second
 // made. It remembers unresolved chains across batches: a violating write
 // whose row has already changed again may be followed in the log by another
 // violating write that continues it.
+//
+// The chains are part of the target transaction's state: a transaction
+// that reverts a row consumes its chain, and if it rolls back (a lock
+// timeout retried in place), the retry must find the chain as it was, or
+// it would restore an intermediate violating write instead of the base.
+// save keeps a copy when a transaction first touches them; undo puts it
+// back, keep drops it once the transaction committed.
 type reverter struct {
 	chains map[string]*chain
 	seq    uint64
+	saved  *reverter // the state before the open transaction (nil: none)
 }
+
+// save copies the chains, once per target transaction.
+func (rv *reverter) save() {
+	if rv.saved != nil {
+		return
+	}
+	cp := &reverter{chains: make(map[string]*chain, len(rv.chains)), seq: rv.seq}
+	for id, ch := range rv.chains {
+		c := *ch
+		cp.chains[id] = &c
+	}
+	rv.saved = cp
+}
+
+// undo restores the chains as they were before the open transaction.
+func (rv *reverter) undo() {
+	if rv.saved != nil {
+		rv.chains, rv.seq, rv.saved = rv.saved.chains, rv.saved.seq, nil
+	}
+}
+
+// keep forgets the copy: the open transaction committed.
+func (rv *reverter) keep() { rv.saved = nil }
 
 // hold drops the open chains whose rows' later writes the log has been
 // read past (transactions committed up to passed), and returns the start
