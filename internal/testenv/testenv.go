@@ -32,7 +32,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -276,10 +275,11 @@ func parsePort(out []byte) (int, error) {
 // commands it is waiting on; the servers it starts detach into their own
 // sessions and are not affected.
 func runScript(ctx context.Context, args ...string) ([]byte, error) {
-	script, err := scriptPath()
+	script, done, err := scriptPath()
 	if err != nil {
 		return nil, err
 	}
+	defer done()
 	cmd := exec.CommandContext(ctx, "bash", append([]string{script}, args...)...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -296,36 +296,31 @@ func runScript(ctx context.Context, args ...string) ([]byte, error) {
 	return stdout.Bytes(), nil
 }
 
-var (
-	embeddedOnce   sync.Once
-	embeddedScript string
-	embeddedErr    error
-)
-
 // scriptPath returns scripts/testdb.sh of the checkout the working directory
-// is in, or, outside a checkout (an installed regiond running `demo`), a copy
-// of the script embedded in the binary, written once to a temporary file.
-func scriptPath() (string, error) {
+// is in, or, outside a checkout (an installed regiond running `demo`), a
+// temporary copy of the script embedded in the binary; done removes that
+// copy once the script has run.
+func scriptPath() (path string, done func(), err error) {
 	if root, err := RepoRoot(); err == nil {
 		p := filepath.Join(root, "scripts", "testdb.sh")
 		if _, err := os.Stat(p); err == nil {
-			return p, nil
+			return p, func() {}, nil
 		}
 	}
-	embeddedOnce.Do(func() {
-		f, err := os.CreateTemp("", "regiond-testdb-*.sh")
-		if err != nil {
-			embeddedErr = fmt.Errorf("testenv: writing the embedded testdb.sh: %w", err)
-			return
-		}
-		defer f.Close()
-		if _, err := f.Write(scripts.TestDB); err != nil {
-			embeddedErr = fmt.Errorf("testenv: writing the embedded testdb.sh: %w", err)
-			return
-		}
-		embeddedScript = f.Name()
-	})
-	return embeddedScript, embeddedErr
+	f, err := os.CreateTemp("", "regiond-testdb-*.sh")
+	if err != nil {
+		return "", nil, fmt.Errorf("testenv: writing the embedded testdb.sh: %w", err)
+	}
+	done = func() { os.Remove(f.Name()) }
+	_, err = f.Write(scripts.TestDB)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		done()
+		return "", nil, fmt.Errorf("testenv: writing the embedded testdb.sh: %w", err)
+	}
+	return f.Name(), done, nil
 }
 
 // formatStderr returns the tail of the script's stderr for an error message.
