@@ -3,15 +3,11 @@ package backfill
 import (
 	"context"
 	"database/sql"
-	"encoding/hex"
-	"encoding/json"
 	"fmt"
-	"strconv"
 	"strings"
 
 	"github.com/regiond/regiond/config"
 	"github.com/regiond/regiond/snapshot"
-	"github.com/regiond/regiond/source"
 )
 
 // progressTable holds, in the target region, the plan of each backfill
@@ -250,105 +246,19 @@ func positions(ctx context.Context, db *snapshot.DB, pipelines []string) (map[st
 	return out, nil
 }
 
-// encodeKey stores a key as JSON: per value its canonical type and text,
-// so it reads back as the same canonical value. nil stays NULL.
+// encodeKey stores a key as snapshot.EncodeKey does; nil stays NULL.
 func encodeKey(k snapshot.Key) (any, error) {
 	if k == nil {
 		return nil, nil
 	}
-	parts := make([][2]string, len(k))
-	for i, v := range k {
-		var tag string
-		switch x := v.(type) {
-		case int64:
-			tag = "i"
-		case uint64:
-			tag = "u"
-		case bool:
-			tag = "bool"
-		case float32:
-			tag = "f32"
-		case float64:
-			tag = "f64"
-		case string:
-			tag = "s"
-		case []byte:
-			parts[i] = [2]string{"b", hex.EncodeToString(x)}
-			continue
-		case source.Decimal:
-			tag = "dec"
-		case source.Date:
-			tag = "date"
-		case source.DateTime:
-			tag = "dt"
-		case source.Timestamp:
-			tag = "ts"
-		case source.Time:
-			tag = "time"
-		case source.JSON:
-			tag = "json"
-		case source.Bits:
-			tag = "bits"
-		default:
-			return nil, fmt.Errorf("key value %v of type %T cannot be stored", v, v)
-		}
-		s, _ := source.Text(v)
-		parts[i] = [2]string{tag, s}
-	}
-	b, err := json.Marshal(parts)
-	return string(b), err
+	return snapshot.EncodeKey(k)
 }
 
 func decodeKey(s sql.NullString) (snapshot.Key, error) {
 	if !s.Valid {
 		return nil, nil
 	}
-	var parts [][2]string
-	if err := json.Unmarshal([]byte(s.String), &parts); err != nil {
-		return nil, err
-	}
-	k := make(snapshot.Key, len(parts))
-	for i, p := range parts {
-		var err error
-		switch p[0] {
-		case "i":
-			k[i], err = strconv.ParseInt(p[1], 10, 64)
-		case "u":
-			k[i], err = strconv.ParseUint(p[1], 10, 64)
-		case "bool":
-			k[i], err = strconv.ParseBool(p[1])
-		case "f32":
-			var f float64
-			f, err = strconv.ParseFloat(p[1], 32)
-			k[i] = float32(f)
-		case "f64":
-			k[i], err = strconv.ParseFloat(p[1], 64)
-		case "s":
-			k[i] = p[1]
-		case "b":
-			k[i], err = hex.DecodeString(p[1])
-		case "dec":
-			k[i] = source.Decimal(p[1])
-		case "date":
-			k[i] = source.Date(p[1])
-		case "dt":
-			k[i] = source.DateTime(p[1])
-		case "ts":
-			k[i] = source.Timestamp(p[1])
-		case "time":
-			k[i] = source.Time(p[1])
-		case "json":
-			k[i] = source.JSON(p[1])
-		case "bits":
-			k[i] = source.Bits(p[1])
-		default:
-			return nil, fmt.Errorf("unknown key value type %q", p[0])
-		}
-		if err != nil {
-			return nil, err
-		}
-	}
-	return k, nil
+	return snapshot.DecodeKey(s.String)
 }
 
 // Reset forgets the stored plan and progress of tables for the backfill

@@ -132,3 +132,66 @@ func (s *FileStore) replace(final string, b []byte) error {
 	defer d.Close()
 	return d.Sync()
 }
+
+// KafkaBackfill records how far an interrupted `regiond backfill --to
+// kafka` got, so that running it again continues instead of publishing
+// every row again.
+type KafkaBackfill struct {
+	// TxID is the run's source.txid; the runs that continue it keep it.
+	TxID string `json:"txid"`
+	// Published counts the events published so far: source.pos numbering
+	// goes on from it.
+	Published int `json:"published"`
+	// Tables holds, by table name, the progress of each table begun.
+	Tables map[string]TableBackfill `json:"tables"`
+}
+
+// TableBackfill is one table's progress in a KafkaBackfill.
+type TableBackfill struct {
+	// After is the key of the last row whose event the brokers
+	// acknowledged, as snapshot.EncodeKey gives it ("": none yet).
+	After string `json:"after,omitempty"`
+	// Rows counts the table's events published.
+	Rows int `json:"rows"`
+	// Done is set once every row of the table was published.
+	Done bool `json:"done,omitempty"`
+}
+
+func (s *FileStore) backfillPath(pipeline string) string {
+	return filepath.Join(s.dir, "backfill-"+url.PathEscape(pipeline)+".json")
+}
+
+// LoadKafkaBackfill returns the pipeline's unfinished backfill; ok is false
+// when there is none.
+func (s *FileStore) LoadKafkaBackfill(pipeline string) (rec KafkaBackfill, ok bool, err error) {
+	path := s.backfillPath(pipeline)
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return KafkaBackfill{}, false, nil
+	}
+	if err != nil {
+		return KafkaBackfill{}, false, err
+	}
+	if err := json.Unmarshal(b, &rec); err != nil {
+		return KafkaBackfill{}, false, fmt.Errorf("%s: %w (run the backfill with --restart, or remove the file, to start it again)", path, err)
+	}
+	return rec, true, nil
+}
+
+// SaveKafkaBackfill replaces the pipeline's backfill progress durably.
+func (s *FileStore) SaveKafkaBackfill(pipeline string, rec KafkaBackfill) error {
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	return s.replace(s.backfillPath(pipeline), b)
+}
+
+// RemoveKafkaBackfill forgets the pipeline's backfill progress.
+func (s *FileStore) RemoveKafkaBackfill(pipeline string) error {
+	err := os.Remove(s.backfillPath(pipeline))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	return err
+}

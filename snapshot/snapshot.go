@@ -340,6 +340,12 @@ func (t *Table) orderBy() string {
 // inserted later land inside a range when their key is not above the
 // highest key of now.
 func (t *Table) Bounds(ctx context.Context, q Querier, n int) ([]Range, error) {
+	return t.BoundsAfter(ctx, q, n, nil)
+}
+
+// BoundsAfter is Bounds of the rows whose keys are above after (nil: all
+// of them); the first range starts after it.
+func (t *Table) BoundsAfter(ctx context.Context, q Querier, n int, after Key) ([]Range, error) {
 	if n <= 0 {
 		return nil, fmt.Errorf("chunk size %d: must be positive", n)
 	}
@@ -348,7 +354,7 @@ func (t *Table) Bounds(ctx context.Context, q Querier, n int) ([]Range, error) {
 		kcols[i] = t.exprs[k]
 	}
 	var out []Range
-	var lo Key
+	lo := after
 	for {
 		w, args := t.where(Range{Lo: lo})
 		// The last key of the next n rows, or of fewer when the table ends.

@@ -41,7 +41,9 @@ table: run the same command again after an interruption to continue.
 With --to kafka, the rows of region A are published to Kafka as events with
 op "r" (see README, Kafka); each chunk's rows stay share-locked in A until
 the brokers acknowledged them, so every later change to them is published
-after them. An interrupted run is started again from the beginning.`,
+after them. Progress is stored in state_dir: run the same command again
+after an interruption to continue (at most the chunk in flight is published
+twice); --restart publishes every row again.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := loadConfig(configPath)
@@ -49,7 +51,7 @@ after them. An interrupted run is started again from the beginning.`,
 				return err
 			}
 			if to == config.ReservedRegionName {
-				return runBackfillKafka(cmd.Context(), cfg, from, tables, chunk, cmd.OutOrStdout(), cmd.ErrOrStderr())
+				return runBackfillKafka(cmd.Context(), cfg, from, tables, chunk, restart, cmd.OutOrStdout(), cmd.ErrOrStderr())
 			}
 			src, dst, names, err := backfillArgs(cfg, from, to, tables, chunk, parallel)
 			if err != nil {

@@ -26,7 +26,7 @@ import (
 // read that the pipeline had not published yet comes after the "r" event
 // that already shows its result; consumers applying events in order still
 // end with the row's current state.
-func runBackfillKafka(ctx context.Context, cfg *config.Config, from string, only []string, chunk int, stdout, stderr io.Writer) error {
+func runBackfillKafka(ctx context.Context, cfg *config.Config, from string, only []string, chunk int, restart bool, stdout, stderr io.Writer) error {
 	if cfg.Kafka == nil {
 		return usagef("--to kafka: the config has no kafka: block; add one (brokers, topic_prefix) to publish to Kafka")
 	}
@@ -82,32 +82,100 @@ func runBackfillKafka(ctx context.Context, cfg *config.Config, from string, only
 	defer w.Close()
 
 	start := time.Now()
-	txid := kafkasink.SnapshotTxID(start)
+	prog, resumed, err := loadKafkaBackfill(state, pipe, restart)
+	if err != nil {
+		return err
+	}
+	if !resumed {
+		prog = checkpoint.KafkaBackfill{TxID: kafkasink.SnapshotTxID(start), Tables: map[string]checkpoint.TableBackfill{}}
+	}
 	total := 0
 	for _, name := range tables {
+		tp := prog.Tables[name]
+		if tp.Done {
+			fmt.Fprintf(stderr, "backfill %s: table %s: all %d rows were published by an earlier run\n", pipe, name, tp.Rows)
+			continue
+		}
 		t, err := sdb.Table(ctx, name)
 		if err != nil {
 			return fmt.Errorf("backfill %s: %w", pipe, err)
 		}
-		ranges, err := t.Bounds(ctx, sdb.SQL, chunk)
+		var after snapshot.Key
+		if tp.After != "" {
+			if after, err = snapshot.DecodeKey(tp.After); err != nil {
+				return fmt.Errorf("backfill %s: table %s: stored progress in %s: %w (run the backfill with --restart)", pipe, name, cfg.StateDir, err)
+			}
+			fmt.Fprintf(stderr, "backfill %s: table %s: continuing after %d rows published by an earlier run\n", pipe, name, tp.Rows)
+		}
+		ranges, err := t.BoundsAfter(ctx, sdb.SQL, chunk, after)
 		if err != nil {
 			return fmt.Errorf("backfill %s: %w", pipe, err)
 		}
 		n := 0
 		for i, r := range ranges {
 			published, err := publishChunk(ctx, sdb, t, r, func(rows []source.Row, read time.Time) error {
-				return kafkasink.Publish(ctx, w, kafkasink.SnapshotMessages(*cfg.Kafka, origin, t.Def, rows, txid, total+n, read))
+				if err := kafkasink.Publish(ctx, w, kafkasink.SnapshotMessages(*cfg.Kafka, origin, t.Def, rows, prog.TxID, prog.Published, read)); err != nil {
+					return err
+				}
+				if len(rows) == 0 {
+					return nil
+				}
+				// Acknowledged: a run after a crash goes on after these rows.
+				if tp.After, err = snapshot.EncodeKey(t.KeyOf(rows[len(rows)-1])); err != nil {
+					return err
+				}
+				tp.Rows += len(rows)
+				prog.Published += len(rows)
+				prog.Tables[name] = tp
+				return state.SaveKafkaBackfill(pipe, prog)
 			})
 			if err != nil {
 				return fmt.Errorf("backfill %s: table %s chunk %d of %d: %w", pipe, name, i+1, len(ranges), err)
 			}
 			n += published
 		}
+		tp.Done = true
+		prog.Tables[name] = tp
+		if err := state.SaveKafkaBackfill(pipe, prog); err != nil {
+			return fmt.Errorf("backfill %s: state_dir: %w", pipe, err)
+		}
 		total += n
 		fmt.Fprintf(stderr, "backfill %s: table %s: %d rows published\n", pipe, name, n)
 	}
+	// Done: the tables of this run are forgotten, so that a later run
+	// publishes them again; the file goes once no table is left in it.
+	for _, name := range tables {
+		delete(prog.Tables, name)
+	}
+	if len(prog.Tables) == 0 {
+		err = state.RemoveKafkaBackfill(pipe)
+	} else {
+		err = state.SaveKafkaBackfill(pipe, prog)
+	}
+	if err != nil {
+		return fmt.Errorf("backfill %s: state_dir: %w", pipe, err)
+	}
 	fmt.Fprintf(stdout, "backfill %s: %d rows of %d tables published in %s\n", pipe, total, len(tables), time.Since(start).Round(time.Millisecond))
 	return nil
+}
+
+// loadKafkaBackfill returns the stored progress of an interrupted backfill
+// of pipe (ok false: none, or restart asked to forget it).
+func loadKafkaBackfill(state *checkpoint.FileStore, pipe string, restart bool) (checkpoint.KafkaBackfill, bool, error) {
+	if restart {
+		if err := state.RemoveKafkaBackfill(pipe); err != nil {
+			return checkpoint.KafkaBackfill{}, false, fmt.Errorf("state_dir: %w", err)
+		}
+		return checkpoint.KafkaBackfill{}, false, nil
+	}
+	prog, ok, err := state.LoadKafkaBackfill(pipe)
+	if err != nil {
+		return prog, false, fmt.Errorf("state_dir: %w", err)
+	}
+	if ok && prog.Tables == nil {
+		prog.Tables = map[string]checkpoint.TableBackfill{}
+	}
+	return prog, ok, nil
 }
 
 // publishChunk reads range r of t with a locking read and calls publish with
