@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -46,7 +47,8 @@ func TestKafkaBackfillResumes(t *testing.T) {
 	if err := first.Start(); err != nil {
 		t.Fatal(err)
 	}
-	// Kill it once its progress file shows published chunks.
+	// Kill it at a random moment after its progress file shows published
+	// chunks.
 	progress := filepath.Join(state, "backfill-m1-%3Ekafka.json")
 	deadline := time.Now().Add(time.Minute)
 	for {
@@ -59,6 +61,7 @@ func TestKafkaBackfillResumes(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
+	time.Sleep(time.Duration(rand.IntN(300)) * time.Millisecond)
 	first.Process.Signal(syscall.SIGKILL)
 	first.Wait()
 	b, err := os.ReadFile(progress)
