@@ -103,6 +103,42 @@ func HoldLease(pos string, epoch int64, every time.Duration, held func(context.C
 	}}
 }
 
+// StaleCheckEvery is how long a new lease holder's epoch write may wait for
+// the checkpoint row's lock before the holder of that lock is looked for.
+const StaleCheckEvery = 2 * time.Second
+
+// NewEpoch runs write, which gives the pipeline's checkpoint row a new
+// epoch and returns it with the position stored there, and calls endStale
+// every StaleCheckEvery while write waits. Only holders of the pipeline's
+// lease write that row, so a row lock that makes the write wait is held by
+// an earlier holder whose session lock is gone but whose apply transaction
+// is still open: a process paused or cut off mid-batch. Waiting for it
+// would be correct but could last as long as the pause; endStale ends its
+// session instead, which rolls its batch back.
+func NewEpoch(write func() (epoch int64, pos string, err error), endStale func()) (int64, string, error) {
+	type result struct {
+		epoch int64
+		pos   string
+		err   error
+	}
+	done := make(chan result, 1)
+	go func() {
+		var r result
+		r.epoch, r.pos, r.err = write()
+		done <- r
+	}()
+	t := time.NewTicker(StaleCheckEvery)
+	defer t.Stop()
+	for {
+		select {
+		case r := <-done:
+			return r.epoch, r.pos, r.err
+		case <-t.C:
+			endStale()
+		}
+	}
+}
+
 // ErrFenced is wrapped by an apply error when another process took the
 // pipeline over (a newer epoch on its checkpoint row): nothing of the
 // transaction was committed, and this process stands by.

@@ -77,42 +77,17 @@ func (a *Applier) Lead(ctx context.Context, waiting func()) (*pipeline.Lease, er
 	}, release), nil
 }
 
-// staleCheckEvery is how long the new epoch's write may wait for the
-// checkpoint row's lock before the holder of that lock is looked for.
-const staleCheckEvery = 2 * time.Second
-
-// takeOver runs newEpoch. Only holders of the pipeline's lease write its
-// checkpoint row, so a row lock that makes the write wait is held by an
-// earlier holder whose session lock is gone but whose apply transaction is
-// still open: a process paused or cut off mid-batch. Its epoch could still
-// commit that one transaction (it wrote the row before the new epoch), so
-// waiting for it would be correct but could last as long as the pause: its
-// session is ended instead, which rolls the batch back.
+// takeOver runs newEpoch through pipeline.NewEpoch, which ends the session
+// of an earlier holder whose open transaction holds the checkpoint row.
+// (That holder's epoch could still commit that one transaction, since it
+// wrote the row before the new epoch; ending it rolls the batch back.)
 func (a *Applier) takeOver(ctx context.Context, conn *sql.Conn) (int64, string, error) {
 	var self int64
 	if err := conn.QueryRowContext(ctx, "SELECT CONNECTION_ID()").Scan(&self); err != nil {
 		return 0, "", fmt.Errorf("region %s: %w", a.cfg.Target, err)
 	}
-	type result struct {
-		epoch int64
-		pos   string
-		err   error
-	}
-	done := make(chan result, 1)
-	go func() {
-		e, p, err := a.newEpoch(ctx, conn)
-		done <- result{e, p, err}
-	}()
-	t := time.NewTicker(staleCheckEvery)
-	defer t.Stop()
-	for {
-		select {
-		case r := <-done:
-			return r.epoch, r.pos, r.err
-		case <-t.C:
-			a.endStaleHolder(ctx, self)
-		}
-	}
+	return pipeline.NewEpoch(func() (int64, string, error) { return a.newEpoch(ctx, conn) },
+		func() { a.endStaleHolder(ctx, self) })
 }
 
 // endStaleHolder ends the sessions whose transactions block connection

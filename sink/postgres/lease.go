@@ -29,46 +29,21 @@ func (a *Applier) lockKey() int64 {
 	return int64(h.Sum64())
 }
 
-// staleCheckEvery is how long the new epoch's write may wait for the
-// checkpoint row's lock before the holder of that lock is looked for.
-const staleCheckEvery = 2 * time.Second
-
 // takeOver gives the pipeline's checkpoint row a new epoch and returns it
-// with the position stored. Only holders of the pipeline's lease write
-// that row, so a row lock that makes the write wait is held by an earlier
-// holder whose session lock is gone but whose apply transaction is still
-// open: a process paused or cut off mid-batch. Waiting for it would be
-// correct but could last as long as the pause: its backend is terminated
-// instead, which rolls the batch back.
+// with the position stored, through pipeline.NewEpoch, which terminates the
+// backend of an earlier holder whose open transaction holds the row.
 func (a *Applier) takeOver(ctx context.Context, conn *pgx.Conn) (int64, string, error) {
 	var self int32
 	if err := conn.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&self); err != nil {
 		return 0, "", err
 	}
-	type result struct {
-		epoch int64
-		pos   string
-		err   error
-	}
-	done := make(chan result, 1)
-	go func() {
-		var r result
+	return pipeline.NewEpoch(func() (epoch int64, pos string, err error) {
 		// One statement, autocommit: it writes only regiond_checkpoints,
 		// so readers skip it like every marked transaction.
-		r.err = conn.QueryRow(ctx, "UPDATE "+a.checkpointTable()+" SET epoch = epoch + 1, seq = seq + 1, updated_at = now() WHERE pipeline = $1 RETURNING epoch, position",
-			a.cfg.Pipeline).Scan(&r.epoch, &r.pos)
-		done <- r
-	}()
-	t := time.NewTicker(staleCheckEvery)
-	defer t.Stop()
-	for {
-		select {
-		case r := <-done:
-			return r.epoch, r.pos, r.err
-		case <-t.C:
-			a.endStaleHolder(ctx, self)
-		}
-	}
+		err = conn.QueryRow(ctx, "UPDATE "+a.checkpointTable()+" SET epoch = epoch + 1, seq = seq + 1, updated_at = now() WHERE pipeline = $1 RETURNING epoch, position",
+			a.cfg.Pipeline).Scan(&epoch, &pos)
+		return epoch, pos, err
+	}, func() { a.endStaleHolder(ctx, self) })
 }
 
 // endStaleHolder terminates the backends that block backend waiter (needs
