@@ -62,7 +62,8 @@ var txlogDDL = map[string][]string{
 func TestCrossEngineCrash(t *testing.T) {
 	m1 := &region{name: "m1", srv: testenv.MariaDB(t, 1)}
 	p1 := &region{name: "p1", srv: testenv.Postgres(t)}
-	p2 := &region{name: "p2", srv: testenv.Postgres(t)}
+	// p2's appliers run two lanes (PostgreSQL's default is one).
+	p2 := &region{name: "p2", srv: testenv.Postgres(t), settings: []string{"apply_connections: 2"}}
 	all := []*region{m1, p1, p2}
 	m1.db = dbtest.Open(t, m1.srv)
 	dbtest.Exec(t, m1.db, mixedMySQL)
@@ -137,6 +138,16 @@ func TestCrossEngineCrash(t *testing.T) {
 		dbtest.WaitEqualCanonical(t, 3*time.Minute, table, canon...)
 	}
 	assertNoRemoteConflicts(t, all...)
+	// The lanes into p2 did apply: each writes its own marker row.
+	for _, pipe := range []string{"m1->p2", "p1->p2"} {
+		var lanes int
+		if err := p2.db.QueryRow("SELECT COUNT(*) FROM regiond_checkpoints WHERE pipeline LIKE $1", pipe+" lane %").Scan(&lanes); err != nil {
+			t.Fatal(err)
+		}
+		if lanes == 0 {
+			t.Errorf("p2 has no lane marker row of %s: its two lanes never applied a batch", pipe)
+		}
+	}
 	for _, r := range all {
 		var rows, attempts int64
 		if err := r.db.QueryRow("SELECT COUNT(*) FROM txlog").Scan(&rows); err != nil {

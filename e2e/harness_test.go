@@ -67,6 +67,9 @@ type region struct {
 	name string
 	srv  *testenv.Server
 	db   *sql.DB
+	// settings are more keys of the region's config entry, one per line
+	// ("apply_connections: 2").
+	settings []string
 }
 
 // engine is "mysql" or "postgres".
@@ -85,6 +88,9 @@ func writeConfig(t *testing.T, regions []*region, tables []string, extra string)
 	b.WriteString("regions:\n")
 	for _, r := range regions {
 		fmt.Fprintf(&b, "  - name: %s\n    engine: %s\n    dsn: %s\n", r.name, r.engine(), r.srv.URL("app"))
+		for _, kv := range r.settings {
+			fmt.Fprintf(&b, "    %s\n", kv)
+		}
 	}
 	b.WriteString(extra)
 	if len(tables) > 0 {
