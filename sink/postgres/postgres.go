@@ -289,6 +289,13 @@ func (a *Applier) setupSession(ctx context.Context, conn *pgx.Conn) error {
 	for _, q := range []string{
 		fmt.Sprintf("SET lock_timeout = %d", a.cfg.LockTimeout.Milliseconds()),
 		"SET default_transaction_isolation = 'read committed'",
+		// Every statement finds rows by arrays of keys (unnest). A custom
+		// plan (the first five executions of each prepared statement)
+		// knows the arrays' length, and for a few thousand keys picks a
+		// hash join over a sequential scan of the whole table: twice the
+		// time of the generic plan's index lookups for 8192 updates of a
+		// 200,000-row table, plus about 10 ms of planning each time.
+		"SET plan_cache_mode = force_generic_plan",
 	} {
 		if _, err := conn.Exec(ctx, q); err != nil {
 			return fmt.Errorf("region %s: %s: %w", a.cfg.Target, q, err)
