@@ -334,6 +334,9 @@ type target struct {
 	copyBuf copyBuffer
 	// keys is the fast paths' planning state, reused from batch to batch.
 	keys keyStates
+	// keyed and sortedRows are sortByKey's, reused.
+	keyed      []keyedRow
+	sortedRows []source.Row
 }
 
 var _ batch.Target = (*target)(nil)
