@@ -66,8 +66,10 @@ type Config struct {
 	// Rules are the tables' conflict rules (nil: every table apply_remote).
 	Rules *batch.Rules
 	// Lanes is how many connections apply batches at once (see batch.Lane).
-	// The default is 1: on a 2-CPU host two lanes made the target spend
-	// about 60% more CPU on the bench's updates (BENCHMARKS.md).
+	// The default is 2. (It was 1 while each connection's first five
+	// executions of a statement got a custom plan: with two lanes most of
+	// the bench's updates were applied by sequential scans, and the target
+	// spent about 60% more CPU on them.)
 	Lanes int
 }
 
@@ -115,7 +117,7 @@ func New(cfg Config, logger *slog.Logger) (*Applier, error) {
 		cfg.LockTimeout = 10 * time.Second
 	}
 	if cfg.Lanes <= 0 {
-		cfg.Lanes = 1
+		cfg.Lanes = 2
 	}
 	conn, err := pgconn.Config(cfg.DSN)
 	if err != nil {
