@@ -384,5 +384,6 @@ func cpuSplitNote(ins, all cpuTimes) string {
 	f := func(c cpuTimes) string {
 		return fmt.Sprintf("%.1f / %.1f / %.1f / %.1f", c.source.Seconds(), c.target.Seconds(), c.self.Seconds(), c.others().Seconds())
 	}
-	return "CPU s (source / target / bench / others) in the inserts part: " + f(ins) + ", in the updates part: " + f(upd)
+	return "CPU s (source / target / bench / others) in the inserts part: " + f(ins) + ", in the updates part: " + f(upd) +
+		fmt.Sprintf("; the source's WAL sender: %.2f / %.2f CPU s", ins.walSender().Seconds(), upd.walSender().Seconds())
 }

@@ -613,7 +613,9 @@ func (b *pgBench) cpuNow(target *pgServer) cpuTimes {
 	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
 		self = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 	}
-	return cpuTimes{source: procTreeCPU(b.source.pid), target: procTreeCPU(target.pid), self: self, machine: machineCPU()}
+	src, ws := procTreeCPU(b.source.pid)
+	tgt, _ := procTreeCPU(target.pid)
+	return cpuTimes{source: src, target: tgt, self: self, machine: machineCPU(), walSenders: ws}
 }
 
 // procTreeCPU returns the CPU time (user + system) used so far by process
@@ -621,14 +623,15 @@ func (b *pgBench) cpuNow(target *pgServer) cpuTimes {
 // 0. A PostgreSQL server is a postmaster with one child process per backend,
 // WAL sender and worker, and the postmaster reaps the ones that end (their
 // time then moves into its cutime and cstime), so this is the whole
-// server's CPU time.
-func procTreeCPU(pid int) time.Duration {
+// server's CPU time. walSenders is the CPU time of each of its WAL senders
+// running now (by their process title), by process ID.
+func procTreeCPU(pid int) (all time.Duration, walSenders map[int]time.Duration) {
 	if pid <= 0 {
-		return 0
+		return 0, nil
 	}
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
-		return 0
+		return 0, nil
 	}
 	var ticks int64
 	for _, e := range entries {
@@ -655,12 +658,22 @@ func procTreeCPU(pid int) time.Duration {
 		if p != pid && ppid != pid {
 			continue
 		}
+		var own int64
 		for _, v := range f[11:15] {
 			t, _ := strconv.ParseInt(v, 10, 64)
-			ticks += t
+			own += t
+		}
+		ticks += own
+		if p != pid {
+			if title, err := os.ReadFile("/proc/" + e.Name() + "/cmdline"); err == nil && strings.HasPrefix(string(title), "postgres: walsender") {
+				if walSenders == nil {
+					walSenders = map[int]time.Duration{}
+				}
+				walSenders[p] = time.Duration(own) * time.Second / clockTicks
+			}
 		}
 	}
-	return time.Duration(ticks) * time.Second / clockTicks
+	return time.Duration(ticks) * time.Second / clockTicks, walSenders
 }
 
 // pgCode returns the SQLSTATE of a server error, or "".

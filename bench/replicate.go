@@ -440,10 +440,31 @@ func seqSum(s string) int64 {
 // processes, and is a measure of how noisy the phase's numbers are.
 type cpuTimes struct {
 	source, target, self, machine time.Duration
+	// walSenders is the CPU time of each of the source's WAL senders
+	// running when sampled, by process ID (PostgreSQL only).
+	walSenders map[int]time.Duration
 }
 
+// sub returns the CPU time used between o and c. A WAL sender counts from
+// 0 when it was not running at o, and not at all when it has ended by c.
 func (c cpuTimes) sub(o cpuTimes) cpuTimes {
-	return cpuTimes{c.source - o.source, c.target - o.target, c.self - o.self, c.machine - o.machine}
+	d := cpuTimes{c.source - o.source, c.target - o.target, c.self - o.self, c.machine - o.machine, nil}
+	for pid, t := range c.walSenders {
+		if d.walSenders == nil {
+			d.walSenders = map[int]time.Duration{}
+		}
+		d.walSenders[pid] = t - o.walSenders[pid]
+	}
+	return d
+}
+
+// walSender is the CPU time of the WAL senders.
+func (c cpuTimes) walSender() time.Duration {
+	var all time.Duration
+	for _, t := range c.walSenders {
+		all += t
+	}
+	return all
 }
 
 // others is the CPU time used by processes other than the phase's own.

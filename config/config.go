@@ -134,8 +134,8 @@ type Region struct {
 	// binlog; 0 means derived. MySQL engine only; unique when set.
 	ServerID uint32 `yaml:"server_id"`
 	// ApplyConnections is how many connections each pipeline into this
-	// region applies batches on at once (0: the engine's default, 2 for
-	// mysql and 1 for postgres; at most MaxApplyConnections).
+	// region applies batches on at once (0: the engine's default, 2; at
+	// most MaxApplyConnections).
 	ApplyConnections int `yaml:"apply_connections"`
 }
 

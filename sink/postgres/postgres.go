@@ -66,8 +66,10 @@ type Config struct {
 	// Rules are the tables' conflict rules (nil: every table apply_remote).
 	Rules *batch.Rules
 	// Lanes is how many connections apply batches at once (see batch.Lane).
-	// The default is 1: on a 2-CPU host two lanes made the target spend
-	// about 60% more CPU on the bench's updates (BENCHMARKS.md).
+	// The default is 2. (It was 1 while each connection's first five
+	// executions of a statement got a custom plan: with two lanes most of
+	// the bench's updates were applied by sequential scans, and the target
+	// spent about 60% more CPU on them.)
 	Lanes int
 }
 
@@ -115,7 +117,7 @@ func New(cfg Config, logger *slog.Logger) (*Applier, error) {
 		cfg.LockTimeout = 10 * time.Second
 	}
 	if cfg.Lanes <= 0 {
-		cfg.Lanes = 1
+		cfg.Lanes = 2
 	}
 	conn, err := pgconn.Config(cfg.DSN)
 	if err != nil {
@@ -289,6 +291,13 @@ func (a *Applier) setupSession(ctx context.Context, conn *pgx.Conn) error {
 	for _, q := range []string{
 		fmt.Sprintf("SET lock_timeout = %d", a.cfg.LockTimeout.Milliseconds()),
 		"SET default_transaction_isolation = 'read committed'",
+		// Every statement finds rows by arrays of keys (unnest). A custom
+		// plan (the first five executions of each prepared statement)
+		// knows the arrays' length, and for a few thousand keys picks a
+		// hash join over a sequential scan of the whole table: twice the
+		// time of the generic plan's index lookups for 8192 updates of a
+		// 200,000-row table, plus about 10 ms of planning each time.
+		"SET plan_cache_mode = force_generic_plan",
 	} {
 		if _, err := conn.Exec(ctx, q); err != nil {
 			return fmt.Errorf("region %s: %s: %w", a.cfg.Target, q, err)
@@ -327,6 +336,9 @@ type target struct {
 	copyBuf copyBuffer
 	// keys is the fast paths' planning state, reused from batch to batch.
 	keys keyStates
+	// keyed and sortedRows are sortByKey's, reused.
+	keyed      []keyedRow
+	sortedRows []source.Row
 }
 
 var _ batch.Target = (*target)(nil)
