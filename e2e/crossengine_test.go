@@ -61,9 +61,10 @@ var txlogDDL = map[string][]string{
 // or echoed back, and each slot confirmed past the last write.
 func TestCrossEngineCrash(t *testing.T) {
 	m1 := &region{name: "m1", srv: testenv.MariaDB(t, 1)}
-	p1 := &region{name: "p1", srv: testenv.Postgres(t)}
-	// p2's appliers run two lanes (PostgreSQL's default is one).
-	p2 := &region{name: "p2", srv: testenv.Postgres(t), settings: []string{"apply_connections: 2"}}
+	// p1's appliers apply one batch at a time; p2's run two lanes (the
+	// default).
+	p1 := &region{name: "p1", srv: testenv.Postgres(t), settings: []string{"apply_connections: 1"}}
+	p2 := &region{name: "p2", srv: testenv.Postgres(t)}
 	all := []*region{m1, p1, p2}
 	m1.db = dbtest.Open(t, m1.srv)
 	dbtest.Exec(t, m1.db, mixedMySQL)
@@ -138,14 +139,21 @@ func TestCrossEngineCrash(t *testing.T) {
 		dbtest.WaitEqualCanonical(t, 3*time.Minute, table, canon...)
 	}
 	assertNoRemoteConflicts(t, all...)
-	// The lanes into p2 did apply: each writes its own marker row.
-	for _, pipe := range []string{"m1->p2", "p1->p2"} {
-		var lanes int
-		if err := p2.db.QueryRow("SELECT COUNT(*) FROM regiond_checkpoints WHERE pipeline LIKE $1", pipe+" lane %").Scan(&lanes); err != nil {
-			t.Fatal(err)
-		}
-		if lanes == 0 {
-			t.Errorf("p2 has no lane marker row of %s: its two lanes never applied a batch", pipe)
+	// The lanes into p2 did apply (each writes its own marker row); p1's
+	// appliers wrote none.
+	for _, c := range []struct {
+		r     *region
+		pipes []string
+		lanes bool
+	}{{p2, []string{"m1->p2", "p1->p2"}, true}, {p1, []string{"m1->p1", "p2->p1"}, false}} {
+		for _, pipe := range c.pipes {
+			var lanes int
+			if err := c.r.db.QueryRow("SELECT COUNT(*) FROM regiond_checkpoints WHERE pipeline LIKE $1", pipe+" lane %").Scan(&lanes); err != nil {
+				t.Fatal(err)
+			}
+			if (lanes > 0) != c.lanes {
+				t.Errorf("%s has %d lane marker rows of %s, want them %v (apply_connections)", c.r.name, lanes, pipe, c.lanes)
+			}
 		}
 	}
 	for _, r := range all {
