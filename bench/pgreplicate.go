@@ -176,32 +176,7 @@ func (b *pgBench) initRegiond(ctx context.Context) (checkpoint.LSN, error) {
 		return 0, err
 	}
 	defer closeP()
-	pctx, cancel := context.WithCancel(ctx)
-	var runErr error
-	stopped := make(chan struct{})
-	go func() { runErr = p.Run(pctx); close(stopped) }()
-	defer func() { cancel(); <-stopped }()
-
-	deadline := time.Now().Add(time.Minute)
-	for {
-		pos, err := b.storedPosition(ctx)
-		if err != nil {
-			return 0, fmt.Errorf("regiond target: read checkpoint: %w", err)
-		}
-		if pos != 0 {
-			return pos, nil
-		}
-		select {
-		case <-stopped:
-			return 0, fmt.Errorf("regiond pipeline stopped before storing its position: %v", runErr)
-		case <-ctx.Done():
-			return 0, ctx.Err()
-		case <-time.After(pollEvery):
-		}
-		if time.Now().After(deadline) {
-			return 0, fmt.Errorf("regiond pipeline stored no position within a minute (state %s: %s)", p.Status().State, p.Status().LastError)
-		}
-	}
+	return firstPosition(ctx, p, b.storedPosition)
 }
 
 // runRegiond runs the pipeline from its stored position and times it until

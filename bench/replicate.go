@@ -255,6 +255,13 @@ func (b *bench) initRegiond(ctx context.Context) (string, error) {
 		return "", err
 	}
 	defer closeP()
+	return firstPosition(ctx, p, b.storedPosition)
+}
+
+// firstPosition runs p until stored returns a position (not the zero
+// value), then stops it and returns that position.
+func firstPosition[P comparable](ctx context.Context, p *pipeline.Pipeline, stored func(context.Context) (P, error)) (P, error) {
+	var none P
 	pctx, cancel := context.WithCancel(ctx)
 	var runErr error
 	stopped := make(chan struct{})
@@ -263,22 +270,22 @@ func (b *bench) initRegiond(ctx context.Context) (string, error) {
 
 	deadline := time.Now().Add(time.Minute)
 	for {
-		pos, err := b.storedPosition(ctx)
+		pos, err := stored(ctx)
 		if err != nil {
-			return "", fmt.Errorf("regiond target: read checkpoint: %w", err)
+			return none, fmt.Errorf("regiond target: read checkpoint: %w", err)
 		}
-		if pos != "" {
+		if pos != none {
 			return pos, nil
 		}
 		select {
 		case <-stopped:
-			return "", fmt.Errorf("regiond pipeline stopped before storing its position: %v", runErr)
+			return none, fmt.Errorf("regiond pipeline stopped before storing its position: %v", runErr)
 		case <-ctx.Done():
-			return "", ctx.Err()
+			return none, ctx.Err()
 		case <-time.After(pollEvery):
 		}
 		if time.Now().After(deadline) {
-			return "", fmt.Errorf("regiond pipeline stored no position within a minute (state %s: %s)", p.Status().State, p.Status().LastError)
+			return none, fmt.Errorf("regiond pipeline stored no position within a minute (state %s: %s)", p.Status().State, p.Status().LastError)
 		}
 	}
 }
