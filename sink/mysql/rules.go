@@ -32,6 +32,7 @@ type targetColumn struct {
 	expr string // select expression
 	kind string
 	bits int
+	year bool // a YEAR column (kind "int")
 }
 
 // columnsOf returns, for t's columns in t's order, how to read each from the
@@ -75,6 +76,7 @@ func readColumn(q, dataType, columnType string) targetColumn {
 	switch dataType {
 	case "tinyint", "smallint", "mediumint", "int", "bigint", "year":
 		c.kind = "int"
+		c.year = dataType == "year"
 		if unsigned {
 			c.kind = "uint"
 		}
