@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"unsafe"
 
 	"github.com/go-sql-driver/mysql"
 
@@ -130,7 +131,7 @@ func appendLoadValue(b []byte, v any, c targetColumn) ([]byte, bool) {
 	case int64:
 		switch {
 		case c.kind == "bit" && x >= 0:
-			return appendEscaped(b, binary.BigEndian.AppendUint64(nil, uint64(x))), true
+			return appendEscaped(b, bytesText(binary.BigEndian.AppendUint64(nil, uint64(x)))), true
 		case c.year && x == 0:
 			return append(b, "0000"...), true
 		case c.numeric() || c.text():
@@ -139,7 +140,7 @@ func appendLoadValue(b []byte, v any, c targetColumn) ([]byte, bool) {
 	case uint64:
 		switch {
 		case c.kind == "bit":
-			return appendEscaped(b, binary.BigEndian.AppendUint64(nil, x)), true
+			return appendEscaped(b, bytesText(binary.BigEndian.AppendUint64(nil, x))), true
 		case c.year && x == 0:
 			return append(b, "0000"...), true
 		case c.numeric() || c.text():
@@ -156,7 +157,7 @@ func appendLoadValue(b []byte, v any, c targetColumn) ([]byte, bool) {
 		}
 	case []byte:
 		if c.binary() || c.kind == "bit" {
-			return appendEscaped(b, x), true
+			return appendEscaped(b, bytesText(x)), true
 		}
 	}
 	return b, false
@@ -191,7 +192,13 @@ func (c targetColumn) binary() bool {
 }
 
 // appendEscaped appends s with the load's escapes.
-func appendEscaped[S string | []byte](b []byte, s S) []byte {
+func appendEscaped(b []byte, s string) []byte {
+	// Most values hold none of the four bytes: four vectorised scans cost
+	// less than one loop over the bytes.
+	if strings.IndexByte(s, '\\') < 0 && strings.IndexByte(s, '\t') < 0 &&
+		strings.IndexByte(s, '\n') < 0 && strings.IndexByte(s, 0) < 0 {
+		return append(b, s...)
+	}
 	start := 0
 	for i := 0; i < len(s); i++ {
 		var e byte
@@ -257,3 +264,7 @@ func (w *writer) loadRows(ctx context.Context, t *source.Table, rows []source.Ro
 	}
 	return done, nil
 }
+
+// bytesText is b as a string, without a copy, for appendEscaped, which
+// only reads it.
+func bytesText(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
