@@ -86,8 +86,12 @@ func typesRows() []source.Row {
 	// YEAR, a text column; binary data in a BIT column; text in numbers.
 	r5 := make(source.Row, len(typesColumns))
 	r5[0], r5[32], r5[28], r5[15], r5[13], r5[9] = int64(5), int64(645), uint64(0), int64(-42), "2.5e3", source.Decimal("77")
+	// Full columns of multi-byte characters: a length is counted in
+	// characters, not bytes, also when the stream is read as binary.
+	r5[14], r5[16] = strings.Repeat("\u00e9", 8), strings.Repeat("\U0001F600", 200)
 	r6 := make(source.Row, len(typesColumns))
 	r6[0], r6[32], r6[28], r6[16] = int64(6), []byte{2, 1}, int64(69), uint64(math.MaxUint64)
+	r6[15] = strings.Repeat("\U0001F600", 200)
 	return append(rows, r5, r6)
 }
 
@@ -147,10 +151,22 @@ func dump(t *testing.T, db *sql.DB, table string) []string {
 // TestLoadWritesWhatInsertWrites: rows of every type, loaded with LOAD
 // DATA, are stored exactly as the INSERT path stores them (same dump, same
 // checksum of the stored rows), and the load did write them all.
+//
+// It runs twice: with a latin1 column, where the stream is read as utf8mb4
+// and converted, and with utf8mb4 columns only, where it is read as binary.
 func TestLoadWritesWhatInsertWrites(t *testing.T) {
 	srv := testenv.MariaDB(t, 1)
+	for _, tc := range []struct{ name, def, charset string }{
+		{"latin1", typesTable, "utf8mb4"},
+		{"utf8mb4", strings.Replace(typesTable, " CHARACTER SET latin1", "", 1), "binary"},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testLoadWritesWhatInsertWrites(t, srv, tc.def, tc.charset) })
+	}
+}
+
+func testLoadWritesWhatInsertWrites(t *testing.T, srv *testenv.Server, def, charset string) {
 	db := dbtest.Open(t, srv)
-	dbtest.Exec(t, db, "CREATE TABLE loaded"+typesTable, "CREATE TABLE inserted"+typesTable)
+	dbtest.Exec(t, db, "DROP TABLE IF EXISTS loaded, inserted, regiond_checkpoints", "CREATE TABLE loaded"+def, "CREATE TABLE inserted"+def)
 	ctx := t.Context()
 
 	la := loadApplier(t, srv, "east->west", []string{"loaded"}, false)
@@ -160,6 +176,9 @@ func TestLoadWritesWhatInsertWrites(t *testing.T) {
 	ia := loadApplier(t, srv, "east->west2", []string{"inserted"}, true)
 	if err := applyInserts(ctx, ia, typesSourceTable("inserted"), typesRows()); err != nil {
 		t.Fatalf("Apply with INSERT: %v", err)
+	}
+	if q := la.lastLoad.Load(); q == nil || !strings.Contains(*q, "CHARACTER SET "+charset+" ") {
+		t.Errorf("last load %v; want one read as %s", q, charset)
 	}
 	if n, r := la.loaded.Load(), la.refused.Load(); n != int64(len(typesRows())) || r != 0 {
 		t.Errorf("LOAD DATA wrote %d rows (%d loads refused); want all %d, none refused", n, r, len(typesRows()))
@@ -251,20 +270,25 @@ func TestLoadMeetsPresentKey(t *testing.T) {
 func TestLoadBadValue(t *testing.T) {
 	srv := testenv.MariaDB(t, 1)
 	db := dbtest.Open(t, srv)
+	utf8Only := strings.Replace(typesTable, " CHARACTER SET latin1", "", 1) // a binary stream
 	for i, tc := range []struct {
 		name string
 		col  int
 		v    any
 		want string
+		def  string
 	}{
-		{"too long", 14, "123456789", "Data too long for column 'c'"},
-		{"out of range", 1, int64(1000), "Out of range value for column 'i8'"},
-		{"bad date", 21, source.Date("2023-02-30"), "Incorrect date value"},
-		{"bad utf8", 15, string([]byte{0xff, 0xfe}), "Incorrect string value"},
+		{"too long", 14, "123456789", "Data too long for column 'c'", typesTable},
+		{"out of range", 1, int64(1000), "Out of range value for column 'i8'", typesTable},
+		{"bad date", 21, source.Date("2023-02-30"), "Incorrect date value", typesTable},
+		{"bad utf8", 15, string([]byte{0xff, 0xfe}), "Incorrect string value", typesTable},
+		{"bad utf8 in a binary stream", 16, "ok " + string([]byte{0xc3, 0x28}), "Incorrect string value", utf8Only},
+		{"bad enum in a binary stream", 30, "purple", "Data truncated for column 'en'", utf8Only},
+		{"too long in a binary stream", 15, strings.Repeat("\u00e9", 201), "Data too long for column 'vc'", utf8Only},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			table := fmt.Sprintf("bad%d", i)
-			dbtest.Exec(t, db, "CREATE TABLE "+table+typesTable)
+			dbtest.Exec(t, db, "CREATE TABLE "+table+tc.def)
 			rows := typesRows()
 			rows[2][tc.col] = tc.v
 			a := loadApplier(t, srv, "east->"+table, []string{table}, false)

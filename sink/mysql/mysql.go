@@ -69,6 +69,7 @@ type Applier struct {
 	// back later) and refused the loads it found skipping or changing rows
 	// (see load.go).
 	loaded, refused atomic.Int64
+	lastLoad        atomic.Pointer[string] // the last LOAD DATA statement, for tests
 }
 
 var _ pipeline.Sink = (*Applier)(nil)
