@@ -14,6 +14,7 @@ import (
 
 	"github.com/go-sql-driver/mysql"
 
+	"github.com/regiond/regiond/internal/mysqlconn"
 	"github.com/regiond/regiond/source"
 )
 
@@ -256,6 +257,13 @@ func (w *writer) loadRows(ctx context.Context, t *source.Table, rows []source.Ro
 			break
 		}
 		res, err := w.tx.ExecContext(ctx, q)
+		if n := mysqlconn.ErrorNumber(err); n == 1148 || n == 3948 || n == 4166 {
+			// LOAD DATA LOCAL is not allowed after all (a proxy, a
+			// changed setting): INSERTs from now on.
+			w.a.noLoad.Store(true)
+			w.a.logger.Warn("the target refuses LOAD DATA LOCAL INFILE; rows are written with INSERT", "error", err)
+			return done, fmt.Errorf("%w: %w", errLoadRefused, err)
+		}
 		if err != nil {
 			return done, err
 		}

@@ -305,3 +305,44 @@ func TestLoadBadValue(t *testing.T) {
 		})
 	}
 }
+
+// TestLoadNotAllowed: a server that stops allowing LOAD DATA LOCAL after
+// the writer connected refuses the load itself; the rows go in with
+// INSERTs, in the same Exec, and the applier loads no more.
+func TestLoadNotAllowed(t *testing.T) {
+	srv := testenv.MariaDB(t, 1)
+	db := dbtest.Open(t, srv)
+	dbtest.Exec(t, db, "CREATE TABLE loaded"+typesTable)
+	ctx := t.Context()
+	a := loadApplier(t, srv, "east->west", []string{"loaded"}, false)
+	w, err := a.newWriter(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if w.load == nil {
+		t.Fatal("the writer does not load: the test server does not allow LOAD DATA LOCAL")
+	}
+	dbtest.Exec(t, db, "SET GLOBAL local_infile = 0")
+	t.Cleanup(func() { dbtest.Exec(t, db, "SET GLOBAL local_infile = 1") })
+	tbl := typesSourceTable("loaded")
+	var changes []source.Change
+	for _, r := range typesRows() {
+		changes = append(changes, source.Change{Table: tbl, Op: source.Insert, After: r, TxnID: "0-1-2"})
+	}
+	if err := w.Begin(ctx, pos("0-1-2")); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Exec(ctx, changes); err != nil {
+		t.Fatalf("Exec: %v", err)
+	}
+	if err := w.Commit(ctx, pos("0-1-2")); err != nil {
+		t.Fatal(err)
+	}
+	if !a.noLoad.Load() || a.loaded.Load() != 0 {
+		t.Errorf("noLoad %v, %d rows loaded; want the applier to stop loading, nothing loaded", a.noLoad.Load(), a.loaded.Load())
+	}
+	if d := dump(t, db, "loaded"); len(d) != len(typesRows()) {
+		t.Errorf("%d rows written; want %d", len(d), len(typesRows()))
+	}
+}

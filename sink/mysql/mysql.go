@@ -69,7 +69,9 @@ type Applier struct {
 	// back later) and refused the loads it found skipping or changing rows
 	// (see load.go).
 	loaded, refused atomic.Int64
-	lastLoad        atomic.Pointer[string] // the last LOAD DATA statement, for tests
+	// noLoad: the server refused LOAD DATA LOCAL itself; no writer uses it.
+	noLoad   atomic.Bool
+	lastLoad atomic.Pointer[string] // the last LOAD DATA statement, for tests
 }
 
 var _ pipeline.Sink = (*Applier)(nil)
@@ -184,13 +186,15 @@ func (a *Applier) newWriter(ctx context.Context, lane string) (*writer, error) {
 	}
 	w := &writer{a: a, conn: conn, lane: lane, cols: map[*source.Table][]targetColumn{}}
 	// LOAD DATA LOCAL for the rows the log says are absent, where the
-	// server allows it (see load.go).
+	// server allows it, on MariaDB, where its behaviour is tested (see
+	// load.go).
 	var local bool
-	if err := conn.QueryRowContext(ctx, "SELECT @@local_infile").Scan(&local); err != nil {
+	var version string
+	if err := conn.QueryRowContext(ctx, "SELECT @@local_infile, VERSION()").Scan(&local, &version); err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("region %s: read local_infile: %w", a.cfg.Target, err)
 	}
-	if local && !a.cfg.NoLoadData {
+	if local && strings.Contains(strings.ToLower(version), "mariadb") && !a.cfg.NoLoadData && !a.noLoad.Load() {
 		w.load = newLoader()
 	}
 	return w, nil
@@ -357,7 +361,7 @@ func (w *writer) Commit(ctx context.Context, pos checkpoint.Position) error {
 func (w *writer) Exec(ctx context.Context, changes []source.Change) error {
 	first := !w.execd
 	w.execd = true
-	if !first || w.load == nil {
+	if !first || w.load == nil || w.a.noLoad.Load() {
 		return w.exec(ctx, changes, false)
 	}
 	err := w.exec(ctx, changes, true)
