@@ -256,6 +256,7 @@ func (w *writer) loadRows(ctx context.Context, t *source.Table, rows []source.Ro
 		if n == 0 {
 			break
 		}
+		w.a.loads.Add(1)
 		res, err := w.tx.ExecContext(ctx, q)
 		if n := mysqlconn.ErrorNumber(err); n == 1148 || n == 3948 || n == 4166 {
 			// LOAD DATA LOCAL is not allowed after all (a proxy, a

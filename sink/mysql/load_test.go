@@ -346,3 +346,53 @@ func TestLoadNotAllowed(t *testing.T) {
 		t.Errorf("%d rows written; want %d", len(d), len(typesRows()))
 	}
 }
+
+// TestLoadMostlyRefused: when most loads meet rows that are there already
+// (a replay after a crash), the applier stops loading; every row is still
+// written and every conflict recorded.
+func TestLoadMostlyRefused(t *testing.T) {
+	srv := testenv.MariaDB(t, 1)
+	db := dbtest.Open(t, srv)
+	dbtest.Exec(t, db, "CREATE TABLE notes (id BIGINT NOT NULL PRIMARY KEY, body VARCHAR(64) NOT NULL, code BINARY(4) NOT NULL)")
+	const n = 24
+	for i := 1; i <= n; i++ {
+		dbtest.Exec(t, db, fmt.Sprintf("INSERT INTO notes VALUES (%d, 'west', 'ab')", i))
+	}
+	a, err := New(Config{
+		Pipeline: pipelineName, Source: "east", Target: "west", Conn: dbtest.Params(srv), Tables: []string{"notes"},
+		Rules: &batch.Rules{Pipeline: pipelineName, Origin: "east", Target: "west"}, Lanes: 1, BatchChanges: 1,
+	}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	ctx := t.Context()
+	if _, err := a.Open(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Init(ctx, "0-1-1"); err != nil {
+		t.Fatal(err)
+	}
+	in := make(chan source.Txn, n)
+	for i := 1; i <= n; i++ {
+		p := fmt.Sprintf("0-1-%d", i+1)
+		in <- source.Txn{End: pos(p), Origin: "east", Changes: []source.Change{{Table: notes, Op: source.Insert, After: note(int64(i), "east"), TxnID: p}}}
+	}
+	close(in)
+	if err := a.Apply(ctx, in, func(checkpoint.Position, bool) {}); err != nil {
+		t.Fatalf("Apply: %v", err)
+	}
+	if !a.noLoad.Load() || a.refused.Load() < 16 || a.refused.Load() == n {
+		t.Errorf("noLoad %v after %d of %d loads refused; want loading stopped after 16", a.noLoad.Load(), a.refused.Load(), a.loads.Load())
+	}
+	var rows, conflicts int
+	if err := db.QueryRow("SELECT COUNT(*) FROM notes WHERE body = 'east'").Scan(&rows); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.QueryRow("SELECT COUNT(*) FROM regiond_conflicts").Scan(&conflicts); err != nil {
+		t.Fatal(err)
+	}
+	if rows != n || conflicts != n {
+		t.Errorf("%d rows written, %d conflicts recorded; want %d of each", rows, conflicts, n)
+	}
+}

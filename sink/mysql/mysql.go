@@ -66,10 +66,11 @@ type Applier struct {
 	// Lead); 0 when it never led, and then writes are not fenced.
 	epoch atomic.Int64
 	// loaded counts the rows LOAD DATA wrote (also in transactions rolled
-	// back later) and refused the loads it found skipping or changing rows
-	// (see load.go).
-	loaded, refused atomic.Int64
-	// noLoad: the server refused LOAD DATA LOCAL itself; no writer uses it.
+	// back later), loads the statements and refused the loads found
+	// skipping or changing rows (see load.go).
+	loaded, loads, refused atomic.Int64
+	// noLoad: no writer uses LOAD DATA any more: the server refused it
+	// itself, or most loads were refused (see Exec).
 	noLoad   atomic.Bool
 	lastLoad atomic.Pointer[string] // the last LOAD DATA statement, for tests
 }
@@ -368,8 +369,12 @@ func (w *writer) Exec(ctx context.Context, changes []source.Change) error {
 	if !errors.Is(err, errLoadRefused) {
 		return err
 	}
-	w.a.refused.Add(1)
 	w.a.logger.Debug("rows written again with INSERT", "reason", err)
+	// A target where most loads are refused (rows that are there already,
+	// a note every load leaves) would write most batches twice.
+	if r := w.a.refused.Add(1); r >= 16 && 2*r >= w.a.loads.Load() && !w.a.noLoad.Swap(true) {
+		w.a.logger.Info("most loads into the target were refused; absent rows are written with INSERT from now on", "loads", w.a.loads.Load(), "refused", r)
+	}
 	lane := w.laneTx
 	w.Rollback()
 	if lane {
