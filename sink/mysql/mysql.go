@@ -47,6 +47,9 @@ type Config struct {
 	// Lanes is how many connections apply batches at once (default 2; 1
 	// applies one batch at a time). See batch.Lane.
 	Lanes int
+	// NoLoadData writes the rows the log says are absent with INSERTs only,
+	// never with LOAD DATA LOCAL (see load.go).
+	NoLoadData bool
 }
 
 // Applier is the MySQL/MariaDB sink of one pipeline.
@@ -62,6 +65,14 @@ type Applier struct {
 	// epoch is the fencing epoch of the lease this process holds (see
 	// Lead); 0 when it never led, and then writes are not fenced.
 	epoch atomic.Int64
+	// loaded counts the rows LOAD DATA wrote (also in transactions rolled
+	// back later), loads the statements and refused the loads found
+	// skipping or changing rows (see load.go).
+	loaded, loads, refused atomic.Int64
+	// noLoad: no writer uses LOAD DATA any more: the server refused it
+	// itself, or most loads were refused (see Exec).
+	noLoad   atomic.Bool
+	lastLoad atomic.Pointer[string] // the last LOAD DATA statement, for tests
 }
 
 var _ pipeline.Sink = (*Applier)(nil)
@@ -174,7 +185,20 @@ func (a *Applier) newWriter(ctx context.Context, lane string) (*writer, error) {
 			return nil, fmt.Errorf("region %s: %s: %w", a.cfg.Target, q, err)
 		}
 	}
-	return &writer{a: a, conn: conn, lane: lane, cols: map[*source.Table][]targetColumn{}}, nil
+	w := &writer{a: a, conn: conn, lane: lane, cols: map[*source.Table][]targetColumn{}}
+	// LOAD DATA LOCAL for the rows the log says are absent, where the
+	// server allows it, on MariaDB, where its behaviour is tested (see
+	// load.go).
+	var local bool
+	var version string
+	if err := conn.QueryRowContext(ctx, "SELECT @@local_infile, VERSION()").Scan(&local, &version); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("region %s: read local_infile: %w", a.cfg.Target, err)
+	}
+	if local && strings.Contains(strings.ToLower(version), "mariadb") && !a.cfg.NoLoadData && !a.noLoad.Load() {
+		w.load = newLoader()
+	}
+	return w, nil
 }
 
 // statements returns t's statement texts, built once per table.
@@ -197,6 +221,9 @@ func (w *writer) Lane(ctx context.Context, i int) (batch.Lane, error) {
 // Close releases the writer's connection.
 func (w *writer) Close() error {
 	w.Rollback()
+	if w.load != nil {
+		w.load.close()
+	}
 	return w.conn.Close()
 }
 
@@ -207,7 +234,7 @@ func (w *writer) BeginLane(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	w.tx, w.markPos, w.laneTx = tx, "", true
+	w.tx, w.markPos, w.laneTx, w.execd = tx, "", true, false
 	_, err = tx.ExecContext(ctx, "INSERT INTO "+quote(CheckpointTable)+
 		" (`pipeline`, `kind`, `source_region`, `position`, `seq`, `epoch`, `updated_at`) VALUES (?, 'marker', ?, '', 1, 0, UTC_TIMESTAMP(6))"+
 		" ON DUPLICATE KEY UPDATE `seq` = `seq` + 1, `updated_at` = VALUES(`updated_at`)", w.lane, w.a.cfg.Source)
@@ -229,6 +256,13 @@ type writer struct {
 	cols map[*source.Table][]targetColumn
 	// pending are the conflicts recorded in the open transaction.
 	pending []batch.Conflict
+	// load writes absent rows with LOAD DATA (nil: INSERTs only). beginPos
+	// is the position Begin was given and execd says Exec ran in the open
+	// transaction: together they let Exec redo its first call without
+	// loads (see Exec).
+	load     *loader
+	beginPos checkpoint.Position
+	execd    bool
 }
 
 var _ batch.Target = (*writer)(nil)
@@ -249,7 +283,7 @@ func (w *writer) Begin(ctx context.Context, pos checkpoint.Position) error {
 	if err != nil {
 		return err
 	}
-	w.tx, w.laneTx = tx, false
+	w.tx, w.laneTx, w.execd, w.beginPos = tx, false, false, pos
 	w.markPos = ""
 	if pos != nil {
 		w.markPos = pos.String()
@@ -319,7 +353,44 @@ func (w *writer) Commit(ctx context.Context, pos checkpoint.Position) error {
 // read per table) and compared with what the changes' sources saw, except
 // the rows the log says are absent, which are written with plain INSERTs
 // and checked only when one fails (see writeAbsent).
+//
+// In the first Exec of a transaction, the absent rows are loaded with LOAD
+// DATA (see load.go). When a load skips or changes a row, the transaction
+// holds nothing but its marker write and this Exec's writes: it is rolled
+// back, begun again the same way, and the changes are written with
+// INSERTs.
 func (w *writer) Exec(ctx context.Context, changes []source.Change) error {
+	first := !w.execd
+	w.execd = true
+	if !first || w.load == nil || w.a.noLoad.Load() {
+		return w.exec(ctx, changes, false)
+	}
+	err := w.exec(ctx, changes, true)
+	if !errors.Is(err, errLoadRefused) {
+		return err
+	}
+	w.a.logger.Debug("rows written again with INSERT", "reason", err)
+	// A target where most loads are refused (rows that are there already,
+	// a note every load leaves) would write most batches twice.
+	if r := w.a.refused.Add(1); r >= 16 && 2*r >= w.a.loads.Load() && !w.a.noLoad.Swap(true) {
+		w.a.logger.Info("most loads into the target were refused; absent rows are written with INSERT from now on", "loads", w.a.loads.Load(), "refused", r)
+	}
+	lane := w.laneTx
+	w.Rollback()
+	if lane {
+		err = w.BeginLane(ctx)
+	} else {
+		err = w.Begin(ctx, w.beginPos)
+	}
+	if err != nil {
+		return err
+	}
+	w.execd = true
+	return w.exec(ctx, changes, false)
+}
+
+// exec is Exec, with loads of absent rows or without.
+func (w *writer) exec(ctx context.Context, changes []source.Change, load bool) error {
 	rules := w.a.cfg.Rules
 	absence := batch.NewAbsence(rules, changes)
 	remote, err := absence.CheckRemote(ctx, w)
@@ -349,6 +420,13 @@ func (w *writer) Exec(ctx context.Context, changes []source.Change) error {
 		}
 		if err := w.writeRows(ctx, seg.Table, rows, modeUpsert); err != nil {
 			return err
+		}
+		if load && len(fresh) > 0 {
+			n, err := w.loadRows(ctx, seg.Table, fresh, w.a.cfg.StatementBytes)
+			if err != nil {
+				return err
+			}
+			fresh, checks = fresh[n:], checks[n:]
 		}
 		cs, err := w.writeAbsent(ctx, seg.Table, fresh, checks)
 		if err != nil {

@@ -32,6 +32,10 @@ type targetColumn struct {
 	expr string // select expression
 	kind string
 	bits int
+	year bool // a YEAR column (kind "int")
+	// charset is the character set of a string column ("" for others);
+	// only columnsOf sets it.
+	charset string
 }
 
 // columnsOf returns, for t's columns in t's order, how to read each from the
@@ -40,19 +44,19 @@ func (w *writer) columnsOf(ctx context.Context, t *source.Table) ([]targetColumn
 	if cols, ok := w.cols[t]; ok {
 		return cols, nil
 	}
-	rows, err := w.tx.QueryContext(ctx, `SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE FROM information_schema.COLUMNS
+	rows, err := w.tx.QueryContext(ctx, `SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, COALESCE(CHARACTER_SET_NAME, '') FROM information_schema.COLUMNS
 		WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?`, t.Name)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	types := map[string][2]string{}
+	types := map[string][3]string{}
 	for rows.Next() {
-		var name, dt, ct string
-		if err := rows.Scan(&name, &dt, &ct); err != nil {
+		var name, dt, ct, cs string
+		if err := rows.Scan(&name, &dt, &ct, &cs); err != nil {
 			return nil, err
 		}
-		types[strings.ToLower(name)] = [2]string{strings.ToLower(dt), strings.ToLower(ct)}
+		types[strings.ToLower(name)] = [3]string{strings.ToLower(dt), strings.ToLower(ct), strings.ToLower(cs)}
 	}
 	if err := rows.Err(); err != nil {
 		return nil, err
@@ -64,6 +68,7 @@ func (w *writer) columnsOf(ctx context.Context, t *source.Table) ([]targetColumn
 			return nil, pipeline.Permanent(fmt.Errorf("region %s: table %s has no column %s (the source has it): add it", w.a.cfg.Target, t.Name, c.Name))
 		}
 		cols[i] = readColumn(quote(c.Name), ty[0], ty[1])
+		cols[i].charset = ty[2]
 	}
 	w.cols[t] = cols
 	return cols, nil
@@ -75,6 +80,7 @@ func readColumn(q, dataType, columnType string) targetColumn {
 	switch dataType {
 	case "tinyint", "smallint", "mediumint", "int", "bigint", "year":
 		c.kind = "int"
+		c.year = dataType == "year"
 		if unsigned {
 			c.kind = "uint"
 		}
