@@ -2,7 +2,6 @@ package mysql
 
 import (
 	"fmt"
-	"log/slog"
 	"sort"
 	"strings"
 	"testing"
@@ -47,22 +46,12 @@ func TestInsertsOverPresentRowsAreRecorded(t *testing.T) {
 		// 11 is deleted and inserted again, 20 is updated as the source saw it.
 		"INSERT INTO notes VALUES (5, 'west', 'ab'), (7, 'same', 'ab'), (11, 'old', 'ab'), (20, 'before', 'ab')")
 	rules := &batch.Rules{Pipeline: pipelineName, Origin: "east", Target: "west"}
-	a, err := New(Config{
+	a := openApplier(t, Config{
 		Pipeline: pipelineName, Source: "east", Target: "west", Conn: dbtest.Params(srv),
 		Tables: []string{"notes"}, Rules: rules,
 		StatementRows: 4, // several statements: the duplicate is in the second one
-	}, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { a.Close() })
+	}, "0-1-1")
 	ctx := t.Context()
-	if _, err := a.Open(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := a.Init(ctx, "0-1-1"); err != nil {
-		t.Fatal(err)
-	}
 
 	ins := func(r source.Row) source.Change { return source.Change{Table: notes, Op: source.Insert, After: r} }
 	var first, second []source.Change

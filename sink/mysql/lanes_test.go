@@ -3,7 +3,6 @@ package mysql
 import (
 	"database/sql"
 	"fmt"
-	"log/slog"
 	"sort"
 	"strings"
 	"testing"
@@ -29,21 +28,11 @@ func TestLanesOnOneRowUnderTwoKeys(t *testing.T) {
 	db := dbtest.Open(t, srv)
 	dbtest.Exec(t, db, "CREATE TABLE tags (name VARCHAR(32) COLLATE utf8mb4_general_ci NOT NULL PRIMARY KEY, n BIGINT NOT NULL)")
 	tags := &source.Table{Name: "tags", Columns: []source.Column{{Name: "name"}, {Name: "n"}}, PK: []int{0}}
-	a, err := New(Config{
+	a := openApplier(t, Config{
 		Pipeline: pipelineName, Source: "east", Target: "west", Conn: dbtest.Params(srv),
 		Tables: []string{"tags"}, BatchChanges: 16, Lanes: 2,
-	}, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { a.Close() })
+	}, "0-1-0")
 	ctx := t.Context()
-	if _, err := a.Open(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := a.Init(ctx, "0-1-0"); err != nil {
-		t.Fatal(err)
-	}
 
 	const txns, keys = 240, 12
 	in := make(chan source.Txn, txns)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"log/slog"
 	"math"
 	"strings"
 	"testing"
@@ -99,22 +98,11 @@ func typesRows() []source.Row {
 // noLoad.
 func loadApplier(t *testing.T, srv *testenv.Server, name string, tables []string, noLoad bool) *Applier {
 	t.Helper()
-	a, err := New(Config{
+	return openApplier(t, Config{
 		Pipeline: name, Source: "east", Target: "west", Conn: dbtest.Params(srv), Tables: tables,
 		Rules:      &batch.Rules{Pipeline: name, Origin: "east", Target: "west"},
 		NoLoadData: noLoad, Lanes: 1,
-	}, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { a.Close() })
-	if _, err := a.Open(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := a.Init(t.Context(), "0-1-1"); err != nil {
-		t.Fatal(err)
-	}
-	return a
+	}, "0-1-1")
 }
 
 // applyInserts applies rows as one source transaction of inserts.
@@ -358,21 +346,11 @@ func TestLoadMostlyRefused(t *testing.T) {
 	for i := 1; i <= n; i++ {
 		dbtest.Exec(t, db, fmt.Sprintf("INSERT INTO notes VALUES (%d, 'west', 'ab')", i))
 	}
-	a, err := New(Config{
+	a := openApplier(t, Config{
 		Pipeline: pipelineName, Source: "east", Target: "west", Conn: dbtest.Params(srv), Tables: []string{"notes"},
 		Rules: &batch.Rules{Pipeline: pipelineName, Origin: "east", Target: "west"}, Lanes: 1, BatchChanges: 1,
-	}, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { a.Close() })
+	}, "0-1-1")
 	ctx := t.Context()
-	if _, err := a.Open(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := a.Init(ctx, "0-1-1"); err != nil {
-		t.Fatal(err)
-	}
 	in := make(chan source.Txn, n)
 	for i := 1; i <= n; i++ {
 		p := fmt.Sprintf("0-1-%d", i+1)
