@@ -41,26 +41,38 @@ func (s *FileStore) path(pipeline string) string {
 
 // Load returns the pipeline's record; ok is false when there is none.
 func (s *FileStore) Load(pipeline string) (rec Skipped, ok bool, err error) {
-	b, err := os.ReadFile(s.path(pipeline))
+	ok, err = readJSON(s.path(pipeline), &rec, "")
+	return rec, ok, err
+}
+
+// readJSON reads the JSON file at path into v; ok is false when there is
+// no such file. fix is added to the error of a file that does not decode.
+func readJSON(path string, v any, fix string) (ok bool, err error) {
+	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return Skipped{}, false, nil
+		return false, nil
 	}
 	if err != nil {
-		return Skipped{}, false, err
+		return false, err
 	}
-	if err := json.Unmarshal(b, &rec); err != nil {
-		return Skipped{}, false, fmt.Errorf("%s: %w", s.path(pipeline), err)
+	if err := json.Unmarshal(b, v); err != nil {
+		return false, fmt.Errorf("%s: %w%s", path, err, fix)
 	}
-	return rec, true, nil
+	return true, nil
+}
+
+// writeJSON replaces the file at path with v as JSON, durably.
+func (s *FileStore) writeJSON(path string, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return s.replace(path, b)
 }
 
 // Save replaces the pipeline's record durably (write, fsync, rename).
 func (s *FileStore) Save(pipeline string, rec Skipped) error {
-	b, err := json.Marshal(rec)
-	if err != nil {
-		return err
-	}
-	return s.replace(s.path(pipeline), b)
+	return s.writeJSON(s.path(pipeline), rec)
 }
 
 // Published records how far a pipeline whose target is not a database (the
@@ -79,28 +91,14 @@ func (s *FileStore) publishedPath(pipeline string) string {
 // LoadPublished returns the pipeline's delivered position; ok is false when
 // there is none (the pipeline never ran with this state_dir).
 func (s *FileStore) LoadPublished(pipeline string) (rec Published, ok bool, err error) {
-	path := s.publishedPath(pipeline)
-	b, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return Published{}, false, nil
-	}
-	if err != nil {
-		return Published{}, false, err
-	}
-	if err := json.Unmarshal(b, &rec); err != nil {
-		return Published{}, false, fmt.Errorf("%s: %w (remove the file to restart the pipeline at the source's current position)", path, err)
-	}
-	return rec, true, nil
+	ok, err = readJSON(s.publishedPath(pipeline), &rec, " (remove the file to restart the pipeline at the source's current position)")
+	return rec, ok, err
 }
 
 // SavePublished replaces the pipeline's delivered position durably: when it
 // returns nil, a crash cannot bring back an older one.
 func (s *FileStore) SavePublished(pipeline string, rec Published) error {
-	b, err := json.Marshal(rec)
-	if err != nil {
-		return err
-	}
-	return s.replace(s.publishedPath(pipeline), b)
+	return s.writeJSON(s.publishedPath(pipeline), rec)
 }
 
 // replace writes b to final atomically and durably: a temporary file in the
@@ -164,27 +162,13 @@ func (s *FileStore) backfillPath(pipeline string) string {
 // LoadKafkaBackfill returns the pipeline's unfinished backfill; ok is false
 // when there is none.
 func (s *FileStore) LoadKafkaBackfill(pipeline string) (rec KafkaBackfill, ok bool, err error) {
-	path := s.backfillPath(pipeline)
-	b, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return KafkaBackfill{}, false, nil
-	}
-	if err != nil {
-		return KafkaBackfill{}, false, err
-	}
-	if err := json.Unmarshal(b, &rec); err != nil {
-		return KafkaBackfill{}, false, fmt.Errorf("%s: %w (run the backfill with --restart, or remove the file, to start it again)", path, err)
-	}
-	return rec, true, nil
+	ok, err = readJSON(s.backfillPath(pipeline), &rec, " (run the backfill with --restart, or remove the file, to start it again)")
+	return rec, ok, err
 }
 
 // SaveKafkaBackfill replaces the pipeline's backfill progress durably.
 func (s *FileStore) SaveKafkaBackfill(pipeline string, rec KafkaBackfill) error {
-	b, err := json.Marshal(rec)
-	if err != nil {
-		return err
-	}
-	return s.replace(s.backfillPath(pipeline), b)
+	return s.writeJSON(s.backfillPath(pipeline), rec)
 }
 
 // RemoveKafkaBackfill forgets the pipeline's backfill progress.
