@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"encoding/binary"
+	"slices"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
@@ -82,12 +83,10 @@ func (encodeTextArray) Encode(value any, buf []byte) ([]byte, error) {
 	return buf, nil
 }
 
-// growBuf returns buf with room for n more bytes.
+// growBuf returns buf with room for n more bytes. It grows as append
+// does, not to fit: pgx encodes a statement's parameters one after another
+// into one buffer, so growing it to fit copied what came before once per
+// array.
 func growBuf(buf []byte, n int) []byte {
-	if cap(buf)-len(buf) >= n {
-		return buf
-	}
-	out := make([]byte, len(buf), len(buf)+n)
-	copy(out, buf)
-	return out
+	return slices.Grow(buf, n)
 }
