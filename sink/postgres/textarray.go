@@ -2,7 +2,6 @@ package postgres
 
 import (
 	"encoding/binary"
-	"slices"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
@@ -83,10 +82,12 @@ func (encodeTextArray) Encode(value any, buf []byte) ([]byte, error) {
 	return buf, nil
 }
 
-// growBuf returns buf with room for n more bytes. It grows as append
-// does, not to fit: pgx encodes a statement's parameters one after another
-// into one buffer, so growing it to fit copied what came before once per
-// array.
+// growBuf returns buf with room for n more bytes.
 func growBuf(buf []byte, n int) []byte {
-	return slices.Grow(buf, n)
+	if cap(buf)-len(buf) >= n {
+		return buf
+	}
+	out := make([]byte, len(buf), len(buf)+n)
+	copy(out, buf)
+	return out
 }
