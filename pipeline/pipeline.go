@@ -229,6 +229,13 @@ type Status struct {
 // by while another process applies.
 func (s Status) Healthy() bool { return s.State == Streaming || s.State == Standby }
 
+// QueueDepther is implemented by a Source that knows how many transactions
+// are worth holding decoded ahead of the sink.
+type QueueDepther interface {
+	// QueueDepth returns the number of transactions (at least 1).
+	QueueDepth() int
+}
+
 // Pipeline is one source region feeding one target.
 type Pipeline struct {
 	Name   string // "east->west"
@@ -236,7 +243,7 @@ type Pipeline struct {
 	Sink   Sink
 	Logger *slog.Logger
 	// Buffer is the number of transactions in flight between reader and
-	// sink (default 1024).
+	// sink (default: what the Source's QueueDepth says, else 1024).
 	Buffer int
 	// MinBackoff and MaxBackoff bound the retry delay (1 s and 30 s).
 	MinBackoff, MaxBackoff time.Duration
@@ -559,6 +566,9 @@ func (p *Pipeline) runOnce(ctx context.Context, healthy chan<- struct{}) error {
 	}
 
 	buf := p.Buffer
+	if q, ok := p.Source.(QueueDepther); ok && buf <= 0 {
+		buf = q.QueueDepth()
+	}
 	if buf <= 0 {
 		buf = 1024
 	}

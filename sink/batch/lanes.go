@@ -76,8 +76,12 @@ type lanes struct {
 	all    []Lane
 	jobs   []*laneJob // in flight, oldest first
 	spare  []*batch   // emptied batches of jobs done, for reuse
-	seed   maphash.Seed
-	kb     []byte
+	// spareKeys are the key sets of jobs done, for reuse: a batch's set
+	// has an entry per change, and a new map of that size per batch was
+	// the largest allocation of the lanes.
+	spareKeys []map[uint64]struct{}
+	seed      maphash.Seed
+	kb        []byte
 	// last is how long the last batch took on its lane, for laneWait.
 	last time.Duration
 }
@@ -255,6 +259,9 @@ func (w *writer) finishLane(ctx context.Context) error {
 		w.laneCommitted(j)
 		j.b.reset()
 		l.spare = append(l.spare, j.b)
+		clear(j.keys)
+		l.spareKeys = append(l.spareKeys, j.keys)
+		j.keys = nil
 		return nil
 	}
 	failed := append([]*laneJob{j}, l.jobs...)
@@ -326,14 +333,21 @@ func (w *writer) stopLanes() {
 // a batch still in flight (later) or a key such a change touched before
 // them, and which do not (now); both keep source order.
 func (l *lanes) split(changes []source.Change) (keys map[uint64]struct{}, now, later []source.Change) {
-	keys = make(map[uint64]struct{}, len(changes))
+	if n := len(l.spareKeys); n > 0 {
+		keys = l.spareKeys[n-1]
+		l.spareKeys = l.spareKeys[:n-1]
+	} else {
+		keys = make(map[uint64]struct{}, len(changes))
+	}
 	var held map[uint64]struct{} // this batch's keys that go later
 	for i := range changes {
 		c := &changes[i]
 		a, b := l.keysOf(c)
 		keys[a] = struct{}{}
-		keys[b] = struct{}{}
-		if !l.inFlight(a) && !l.inFlight(b) && !has(held, a) && !has(held, b) {
+		if b != a {
+			keys[b] = struct{}{}
+		}
+		if !l.inFlight(a) && (b == a || !l.inFlight(b)) && !has(held, a) && !has(held, b) {
 			if later != nil {
 				now = append(now, *c)
 			}

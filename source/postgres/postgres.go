@@ -106,7 +106,10 @@ type Reader struct {
 	ackNotify chan struct{}
 }
 
-var _ source.Source = (*Reader)(nil)
+var (
+	_ source.Source         = (*Reader)(nil)
+	_ pipeline.QueueDepther = (*Reader)(nil)
+)
 
 // New returns a reader; it connects lazily.
 func New(cfg Config, logger *slog.Logger) (*Reader, error) {
@@ -140,6 +143,16 @@ func New(cfg Config, logger *slog.Logger) (*Reader, error) {
 // Close releases the reader's resources. The reader holds no connection
 // between calls, so this only exists to satisfy the usual shape.
 func (r *Reader) Close() error { return nil }
+
+// QueueDepth is the pipeline's queue between this reader and the sink, in
+// transactions (pipeline.QueueDepther). The sink's batches do not need a
+// deep one: sink/batch keeps taking transactions while its lanes write, so
+// a batch grows as fast as the reader decodes. A deeper queue (the
+// pipeline's default of 1024, half the inserts of the PostgreSQL bench in
+// its 100-row transactions) lets the reader and the server's WAL sender run
+// that far ahead, decoding and holding later transactions while the CPUs
+// are needed to apply the earlier ones.
+func (r *Reader) QueueDepth() int { return 128 }
 
 // Preflight runs the checks CurrentPosition and Read start with, and
 // writes nothing: wal_level = logical, a role allowed to replicate, and
