@@ -166,46 +166,15 @@ func keyColumns(t *source.Table) string {
 // readRows reads the current row of each key (nil where none), locking
 // them, in canonical values.
 func (w *writer) readRows(ctx context.Context, t *source.Table, keys []source.Row) ([]source.Row, []targetColumn, error) {
-	out := make([]source.Row, len(keys))
-	cols, err := w.lockedRows(ctx, t, keys, func(i int, raw []sql.RawBytes, cols []targetColumn) error {
-		row, err := canonicalRow(t, cols, raw)
-		out[i] = row
-		return err
-	})
-	return out, cols, err
-}
-
-// canonicalRow converts a row read as text into canonical values.
-func canonicalRow(t *source.Table, cols []targetColumn, raw []sql.RawBytes) (source.Row, error) {
-	row := make(source.Row, len(cols))
-	for i, c := range cols {
-		var err error
-		if row[i], err = c.canonical(raw[i]); err != nil {
-			return nil, fmt.Errorf("table %s column %s: %w", t.Name, t.Columns[i].Name, err)
-		}
-	}
-	return row, nil
-}
-
-// lockedRows reads the current rows of keys, locking them, and calls each
-// with the index in keys of each row found and its values as text (valid
-// only during the call).
-func (w *writer) lockedRows(ctx context.Context, t *source.Table, keys []source.Row, each func(i int, raw []sql.RawBytes, cols []targetColumn) error) ([]targetColumn, error) {
 	cols, err := w.columnsOf(ctx, t)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	// Keys are matched by AppendKey of the key columns read back, and by
-	// KeyJSON (which compares values of other kinds, e.g. an int64 image of
-	// an unsigned column) when that finds none. AppendKey tags each value
-	// with its kind, so equal bytes are equal keys.
+	out := make([]source.Row, len(keys))
 	index := make(map[string]int, len(keys))
-	var kb []byte
 	for i, k := range keys {
-		kb = batch.AppendKey(kb[:0], t, k)
-		index[string(kb)] = i
+		index[source.KeyJSON(t, k)] = i
 	}
-	var byJSON map[string]int
 	exprs := make([]string, len(cols))
 	for i, c := range cols {
 		exprs[i] = c.expr
@@ -217,7 +186,7 @@ func (w *writer) lockedRows(ctx context.Context, t *source.Table, keys []source.
 	rows, err := w.tx.QueryContext(ctx, "SELECT "+strings.Join(exprs, ",")+" FROM "+quote(t.Name)+" FORCE INDEX (PRIMARY)"+
 		" WHERE "+keyColumns(t)+" IN ("+ph+") FOR UPDATE", args...)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer rows.Close()
 	raw := make([]sql.RawBytes, len(cols))
@@ -225,35 +194,21 @@ func (w *writer) lockedRows(ctx context.Context, t *source.Table, keys []source.
 	for i := range raw {
 		ptrs[i] = &raw[i]
 	}
-	key := make(source.Row, len(cols))
 	for rows.Next() {
 		if err := rows.Scan(ptrs...); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		for _, k := range t.PK {
-			if key[k], err = cols[k].canonical(raw[k]); err != nil {
-				return nil, fmt.Errorf("table %s column %s: %w", t.Name, t.Columns[k].Name, err)
+		row := make(source.Row, len(cols))
+		for i, c := range cols {
+			if row[i], err = c.canonical(raw[i]); err != nil {
+				return nil, nil, fmt.Errorf("table %s column %s: %w", t.Name, t.Columns[i].Name, err)
 			}
 		}
-		kb = batch.AppendKey(kb[:0], t, key)
-		i, ok := index[string(kb)]
-		if !ok {
-			if byJSON == nil {
-				byJSON = make(map[string]int, len(keys))
-				for i, k := range keys {
-					byJSON[source.KeyJSON(t, k)] = i
-				}
-			}
-			i, ok = byJSON[source.KeyJSON(t, key)]
-		}
-		if !ok {
-			continue
-		}
-		if err := each(i, raw, cols); err != nil {
-			return nil, err
+		if i, ok := index[source.KeyJSON(t, row)]; ok {
+			out[i] = row
 		}
 	}
-	return cols, rows.Err()
+	return out, cols, rows.Err()
 }
 
 // ReadRows implements batch.RemoteTarget.
