@@ -621,7 +621,7 @@ func (a *Applier) preparedUpsert(ctx context.Context, t *source.Table, q string)
 	if a.cfg.StatementRows*len(t.Columns) <= maxPlaceholders {
 		var err error
 		if st, err = a.db.PrepareContext(ctx, q); err != nil {
-			if ctx.Err() != nil {
+			if !isServerError(err) {
 				return nil // not kept: the next call tries again
 			}
 			a.logger.Debug("upserts are sent as text", "table", t.Name, "reason", err)
