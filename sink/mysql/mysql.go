@@ -59,6 +59,9 @@ type Applier struct {
 	db     *sql.DB
 	sqlMu  sync.Mutex
 	sqls   map[*source.Table]*tableSQL
+	// upserts are the prepared full-size upsert statements (see
+	// preparedUpsert), by table; nil where preparing failed.
+	upserts map[*source.Table]*sql.Stmt
 	// start is the position last read from the target (Open, Init): where
 	// Apply's run starts.
 	start string
@@ -99,11 +102,20 @@ func New(cfg Config, logger *slog.Logger) (*Applier, error) {
 		return nil, err
 	}
 	db.SetMaxOpenConns(4 + cfg.Lanes) // apply, lanes, lease, Open/Init, spare
-	return &Applier{cfg: cfg, logger: logger.With("pipeline", cfg.Pipeline), db: db, sqls: map[*source.Table]*tableSQL{}}, nil
+	return &Applier{cfg: cfg, logger: logger.With("pipeline", cfg.Pipeline), db: db, sqls: map[*source.Table]*tableSQL{}, upserts: map[*source.Table]*sql.Stmt{}}, nil
 }
 
 // Close releases the applier's connections.
-func (a *Applier) Close() error { return a.db.Close() }
+func (a *Applier) Close() error {
+	a.sqlMu.Lock()
+	for _, st := range a.upserts {
+		if st != nil {
+			st.Close()
+		}
+	}
+	a.sqlMu.Unlock()
+	return a.db.Close()
+}
 
 // Open creates regiond's tables in the target when missing and returns the
 // pipeline's stored position ("" when none).
@@ -535,9 +547,89 @@ const (
 
 // writeRows writes rows of t as multi-row statements of at most
 // StatementRows rows and about StatementBytes bytes.
+//
+// Upserts of StatementRows rows run as a statement prepared once per
+// connection (see preparedUpsert): the server neither parses their text
+// nor the driver escapes their values into it. Statements of fewer rows
+// (the tail of a write, or cut by StatementBytes) are sent as text, and
+// so are those holding values the server takes otherwise as a parameter
+// than as text (see plainArgs).
 func (w *writer) writeRows(ctx context.Context, t *source.Table, rows []source.Row, mode writeMode) error {
 	ts := w.a.statements(t)
-	return execRows(ctx, w.tx, ts, t, rows, mode, w.a.cfg.StatementRows, w.a.cfg.StatementBytes)
+	maxRows, maxBytes := w.a.cfg.StatementRows, w.a.cfg.StatementBytes
+	if mode != modeUpsert || len(rows) < maxRows {
+		return execRows(ctx, w.tx, ts, t, rows, mode, maxRows, maxBytes)
+	}
+	var (
+		st statement
+		ps *sql.Stmt
+	)
+	for start := 0; start < len(rows); {
+		n := st.build(ts, t, rows[start:], mode, maxRows, maxBytes)
+		prepared := n == maxRows && plainArgs(st.args)
+		if prepared && ps == nil {
+			if base := w.a.preparedUpsert(ctx, t, st.q.String()); base != nil {
+				ps = w.tx.StmtContext(ctx, base)
+				defer ps.Close()
+			}
+		}
+		var err error
+		if prepared && ps != nil {
+			_, err = ps.ExecContext(ctx, st.args...)
+		} else {
+			_, err = w.tx.ExecContext(ctx, st.q.String(), st.args...)
+		}
+		if err != nil {
+			return err
+		}
+		start += n
+	}
+	return nil
+}
+
+// plainArgs reports whether args hold only integers, text and NULLs: the
+// values a prepared statement's parameters give the columns as the text
+// statement's literals do. Floats are not: a literal 2.5 is a DECIMAL,
+// which an INT column rounds to 3, a DOUBLE parameter is rounded to even.
+// Nor bytes: a _binary literal goes into a latin1 column byte for byte, a
+// parameter is converted from the connection's character set.
+func plainArgs(args []any) bool {
+	for _, v := range args {
+		switch v.(type) {
+		case nil, int64, uint64, string:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// maxPlaceholders is how many parameters one prepared statement may have.
+const maxPlaceholders = 65535
+
+// preparedUpsert returns the prepared upsert of StatementRows rows of t,
+// whose text is q, preparing it at the first call (nil: it cannot be
+// prepared, and the upserts go as text). It is prepared on the pool;
+// Tx.StmtContext prepares it once on each connection that runs it.
+func (a *Applier) preparedUpsert(ctx context.Context, t *source.Table, q string) *sql.Stmt {
+	a.sqlMu.Lock()
+	defer a.sqlMu.Unlock()
+	if st, ok := a.upserts[t]; ok {
+		return st
+	}
+	var st *sql.Stmt
+	if a.cfg.StatementRows*len(t.Columns) <= maxPlaceholders {
+		var err error
+		if st, err = a.db.PrepareContext(ctx, q); err != nil {
+			if !isServerError(err) {
+				return nil // not kept: the next call tries again
+			}
+			a.logger.Debug("upserts are sent as text", "table", t.Name, "reason", err)
+			st = nil
+		}
+	}
+	a.upserts[t] = st
+	return st
 }
 
 // execer runs a statement: *sql.Tx, *sql.Conn or *sql.DB.
