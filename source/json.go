@@ -102,12 +102,18 @@ func RowJSON(t *Table, row Row) []byte {
 // KeyJSON renders the primary key of row as a JSON array of its values in
 // key order: the canonical text identity of a row across engines.
 func KeyJSON(t *Table, row Row) string {
-	b := []byte{'['}
+	return string(AppendKeyJSON(nil, t, row))
+}
+
+// AppendKeyJSON appends KeyJSON(t, row) to b: for callers that look keys up
+// in a map without allocating a string per lookup.
+func AppendKeyJSON(b []byte, t *Table, row Row) []byte {
+	b = append(b, '[')
 	for i, c := range t.PK {
 		if i > 0 {
 			b = append(b, ',')
 		}
 		b = AppendJSONValue(b, row[c])
 	}
-	return string(append(b, ']'))
+	return append(b, ']')
 }

@@ -99,12 +99,20 @@ func (c targetColumn) canonical(b []byte) (any, error) {
 	if b == nil {
 		return nil, nil
 	}
-	s := string(b)
 	switch c.kind {
 	case "int":
-		return strconv.ParseInt(s, 10, 64)
+		if v, ok := decimalDigits(b, true); ok {
+			return v, nil
+		}
+		return strconv.ParseInt(string(b), 10, 64)
 	case "uint":
-		return strconv.ParseUint(s, 10, 64)
+		if v, ok := decimalDigits(b, false); ok {
+			return uint64(v), nil
+		}
+		return strconv.ParseUint(string(b), 10, 64)
+	}
+	s := string(b)
+	switch c.kind {
 	case "decimal":
 		return source.Decimal(s), nil
 	case "float":
@@ -129,6 +137,29 @@ func (c targetColumn) canonical(b []byte) (any, error) {
 		return append([]byte{}, b...), nil
 	}
 	return s, nil
+}
+
+// decimalDigits parses b when it is one to 18 decimal digits (after a '-'
+// if signed), as the server prints integers, without the string that
+// strconv needs; ok false leaves any other text to strconv.
+func decimalDigits(b []byte, signed bool) (v int64, ok bool) {
+	neg := signed && len(b) > 0 && b[0] == '-'
+	if neg {
+		b = b[1:]
+	}
+	if len(b) == 0 || len(b) > 18 {
+		return 0, false
+	}
+	for _, d := range b {
+		if d < '0' || d > '9' {
+			return 0, false
+		}
+		v = v*10 + int64(d-'0')
+	}
+	if neg {
+		v = -v
+	}
+	return v, true
 }
 
 // keyArgs returns the key values of rows, flattened, and a placeholder list
@@ -171,10 +202,7 @@ func (w *writer) readRows(ctx context.Context, t *source.Table, keys []source.Ro
 		return nil, nil, err
 	}
 	out := make([]source.Row, len(keys))
-	index := make(map[string]int, len(keys))
-	for i, k := range keys {
-		index[source.KeyJSON(t, k)] = i
-	}
+	idx := keyIndex{t: t, keys: keys}
 	exprs := make([]string, len(cols))
 	for i, c := range cols {
 		exprs[i] = c.expr
@@ -194,21 +222,120 @@ func (w *writer) readRows(ctx context.Context, t *source.Table, keys []source.Ro
 	for i := range raw {
 		ptrs[i] = &raw[i]
 	}
+	// The rows' values come from one slab, and each row's text values
+	// are slices of one string: a few allocations per row, not one or
+	// two per value.
+	var (
+		slab []any
+		text []byte
+	)
 	for rows.Next() {
 		if err := rows.Scan(ptrs...); err != nil {
 			return nil, nil, err
 		}
-		row := make(source.Row, len(cols))
+		if len(slab) < len(cols) {
+			slab = make([]any, len(cols)*max(len(keys), 1))
+		}
+		row := source.Row(slab[:len(cols):len(cols)])
+		slab = slab[len(cols):]
+		text = text[:0]
 		for i, c := range cols {
+			if raw[i] != nil && c.textual() {
+				text = append(text, raw[i]...)
+			}
+		}
+		all := string(text)
+		for i, c := range cols {
+			if raw[i] != nil && c.textual() {
+				n := len(raw[i])
+				row[i], all = c.fromText(all[:n]), all[n:]
+				continue
+			}
 			if row[i], err = c.canonical(raw[i]); err != nil {
 				return nil, nil, fmt.Errorf("table %s column %s: %w", t.Name, t.Columns[i].Name, err)
 			}
 		}
-		if i, ok := index[source.KeyJSON(t, row)]; ok {
+		if i, ok := idx.find(row); ok {
 			out[i] = row
 		}
 	}
 	return out, cols, rows.Err()
+}
+
+// keyIndex finds the index in keys of a row's key, as equal KeyJSON
+// texts: by value where both are one int64 column (equal KeyJSON texts
+// exactly then), else by the texts, indexed at the first need.
+type keyIndex struct {
+	t    *source.Table
+	keys []source.Row
+	ints map[int64]int
+	strs map[string]int
+	kb   []byte
+	// noInts: a key is not one int64 column.
+	noInts bool
+}
+
+func (x *keyIndex) find(row source.Row) (int, bool) {
+	if len(x.t.PK) == 1 && !x.noInts {
+		if v, ok := row[x.t.PK[0]].(int64); ok {
+			if x.ints == nil {
+				x.ints = make(map[int64]int, len(x.keys))
+				for i, k := range x.keys {
+					kv, ok := k[x.t.PK[0]].(int64)
+					if !ok {
+						x.ints, x.noInts = nil, true
+						break
+					}
+					x.ints[kv] = i
+				}
+			}
+			if x.ints != nil {
+				i, ok := x.ints[v]
+				return i, ok
+			}
+		}
+	}
+	if x.strs == nil {
+		x.strs = make(map[string]int, len(x.keys))
+		for i, k := range x.keys {
+			x.kb = source.AppendKeyJSON(x.kb[:0], x.t, k)
+			x.strs[string(x.kb)] = i
+		}
+	}
+	x.kb = source.AppendKeyJSON(x.kb[:0], x.t, row)
+	i, ok := x.strs[string(x.kb)]
+	return i, ok
+}
+
+// textual reports whether canonical keeps a value of c as its text (in
+// a string or a string type), so that fromText converts it.
+func (c targetColumn) textual() bool {
+	switch c.kind {
+	case "int", "uint", "float", "double", "bit",
+		"binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob":
+		return false
+	}
+	return true
+}
+
+// fromText is canonical for a non-NULL value of a textual column, given
+// as a string.
+func (c targetColumn) fromText(s string) any {
+	switch c.kind {
+	case "decimal":
+		return source.Decimal(s)
+	case "date":
+		return source.Date(s)
+	case "datetime":
+		return source.DateTime(s)
+	case "timestamp":
+		return source.Timestamp(s)
+	case "time":
+		return source.Time(s)
+	case "json":
+		return source.JSON(s)
+	}
+	return s
 }
 
 // ReadRows implements batch.RemoteTarget.
@@ -224,14 +351,16 @@ func (w *writer) ReadRows(ctx context.Context, t *source.Table, keys []source.Ro
 // log image and a read disagree: BINARY(n) is padded with zero bytes,
 // which the binlog strips; CHAR(n) is read without its trailing spaces,
 // which a PostgreSQL character(n) image carries.
+//
+// A value with nothing to strip is returned as it is, not boxed again.
 func (c targetColumn) stored(v any) any {
 	switch c.kind {
 	case "binary":
-		if b, ok := v.([]byte); ok {
+		if b, ok := v.([]byte); ok && len(b) > 0 && b[len(b)-1] == 0 {
 			return bytes.TrimRight(b, "\x00")
 		}
 	case "char":
-		if s, ok := v.(string); ok {
+		if s, ok := v.(string); ok && strings.HasSuffix(s, " ") {
 			return strings.TrimRight(s, " ")
 		}
 	}
