@@ -137,6 +137,21 @@ func (l *loader) encode(cols []targetColumn, rows []source.Row, maxBytes int) (n
 //   - binary data: binary and BIT columns (a text column would convert the
 //     bytes from utf8mb4, where the INSERT path's binary literal is copied).
 func appendLoadValue(b []byte, v any, c targetColumn) ([]byte, bool) {
+	// The kinds that arg passes as text, without boxing that text again.
+	switch x := v.(type) {
+	case source.Decimal:
+		return appendEscaped(b, string(x)), true
+	case source.Date:
+		return appendEscaped(b, string(x)), true
+	case source.DateTime:
+		return appendEscaped(b, string(x)), true
+	case source.Timestamp:
+		return appendEscaped(b, string(x)), true
+	case source.Time:
+		return appendEscaped(b, string(x)), true
+	case source.JSON:
+		return appendEscaped(b, string(x)), true
+	}
 	switch x := arg(v).(type) {
 	case nil:
 		return append(b, '\\', 'N'), true

@@ -460,6 +460,29 @@ func splitRows(rows []source.Row, absent []bool, check []*source.Change) (upsert
 		upsert, partial = splitUnchanged(rows)
 		return upsert, partial, nil, nil
 	}
+	// Sized first: a segment is often a whole batch, and growing the
+	// slices copies them over and over.
+	var nUpsert, nPartial, nFresh int
+	for i, r := range rows {
+		switch {
+		case batch.HasUnchanged(r):
+			nPartial++
+		case absent[i]:
+			nFresh++
+		default:
+			nUpsert++
+		}
+	}
+	if nUpsert > 0 {
+		upsert = make([]source.Row, 0, nUpsert)
+	}
+	if nPartial > 0 {
+		partial = make([]source.Row, 0, nPartial)
+	}
+	if nFresh > 0 {
+		fresh = make([]source.Row, 0, nFresh)
+		checks = make([]*source.Change, 0, nFresh)
+	}
 	for i, r := range rows {
 		switch {
 		case batch.HasUnchanged(r):
