@@ -22,7 +22,7 @@ import (
 type Absence struct {
 	rules *Rules
 	// keys holds, by table, the index in states of each key's state.
-	keys   map[*source.Table]map[string]int32
+	keys   map[*source.Table]*keyIndex
 	states []keyState
 	// tables and checks are the first changes that are not inserts, for
 	// CheckRemote.
@@ -45,11 +45,18 @@ type keyState struct {
 // nothing is checked. The first change of each key is picked as
 // CheckRemote picks it.
 func NewAbsence(rules *Rules, changes []source.Change) *Absence {
-	a := &Absence{rules: rules, keys: map[*source.Table]map[string]int32{}}
+	a := &Absence{rules: rules, keys: map[*source.Table]*keyIndex{}}
 	if rules != nil && rules.Local {
 		return a
 	}
 	a.states = make([]keyState, 0, len(changes))
+	// rest bounds the checks still to come: a table's are sized by it.
+	rest := 0
+	for i := range changes {
+		if changes[i].Op != source.Insert {
+			rest++
+		}
+	}
 	for i := range changes {
 		c := &changes[i]
 		if rules != nil && rules.rule(c.Table.Name).Name != "apply_remote" {
@@ -58,18 +65,18 @@ func NewAbsence(rules *Rules, changes []source.Change) *Absence {
 		key := c.Before
 		if c.Op == source.Insert {
 			key = c.After
+		} else {
+			rest--
 		}
 		m := a.keys[c.Table]
 		if m == nil {
-			m = make(map[string]int32, len(changes)-i)
+			m = &keyIndex{size: len(changes) - i}
 			a.keys[c.Table] = m
 			a.tables = append(a.tables, c.Table)
 		}
-		a.kb = AppendKey(a.kb[:0], c.Table, key)
-		if _, ok := m[string(a.kb)]; ok {
+		if !m.add(c.Table, key, int32(len(a.states)), &a.kb) {
 			continue
 		}
-		m[string(a.kb)] = int32(len(a.states))
 		var st keyState
 		if c.Op == source.Insert {
 			st.insert = c
@@ -77,7 +84,11 @@ func NewAbsence(rules *Rules, changes []source.Change) *Absence {
 			if a.checks == nil {
 				a.checks = map[*source.Table][]remoteCheck{}
 			}
-			a.checks[c.Table] = append(a.checks[c.Table], remoteCheck{change: *c, key: key})
+			cs := a.checks[c.Table]
+			if cs == nil {
+				cs = make([]remoteCheck, 0, rest+1)
+			}
+			a.checks[c.Table] = append(cs, remoteCheck{change: *c, key: key})
 		}
 		a.states = append(a.states, st)
 	}
@@ -107,18 +118,17 @@ func (a *Absence) Next(s *Segment) (absent []bool, check []*source.Change) {
 	}
 	m := a.keys[s.Table]
 	if m == nil {
-		m = map[string]int32{}
+		m = &keyIndex{}
 		a.keys[s.Table] = m
 	}
 	// state returns the key's state, adding one for a key no change keyed
 	// (the new key of an update that changes it).
 	state := func(row source.Row) *keyState {
-		a.kb = AppendKey(a.kb[:0], s.Table, row)
-		i, ok := m[string(a.kb)]
-		if !ok {
-			i = int32(len(a.states))
-			m[string(a.kb)] = i
+		i := int32(len(a.states))
+		if m.add(s.Table, row, i, &a.kb) {
 			a.states = append(a.states, keyState{})
+		} else {
+			i = m.at
 		}
 		return &a.states[i]
 	}
@@ -142,4 +152,44 @@ func (a *Absence) Next(s *Segment) (absent []bool, check []*source.Change) {
 		st.insert, st.written, st.deleted = nil, true, false
 	}
 	return absent, check
+}
+
+// keyIndex maps the keys of one table to int32s. A key of one int64
+// column (the common case) is indexed by its value, without key bytes of
+// its own, as Segments does; a key is int64 in every row of a table or in
+// none (a column's values have one kind).
+type keyIndex struct {
+	strs map[string]int32
+	ints map[int64]int32
+	size int // expected keys, for the first map made
+	at   int32
+}
+
+// add indexes row's key as i and reports true, or, when the key is
+// indexed already, sets at to its index and reports false. kb is scratch
+// space for the key bytes.
+func (x *keyIndex) add(t *source.Table, row source.Row, i int32, kb *[]byte) bool {
+	if len(t.PK) == 1 {
+		if v, ok := row[t.PK[0]].(int64); ok {
+			if x.ints == nil {
+				x.ints = make(map[int64]int32, x.size)
+			}
+			if j, ok := x.ints[v]; ok {
+				x.at = j
+				return false
+			}
+			x.ints[v] = i
+			return true
+		}
+	}
+	if x.strs == nil {
+		x.strs = make(map[string]int32, x.size)
+	}
+	*kb = AppendKey((*kb)[:0], t, row)
+	if j, ok := x.strs[string(*kb)]; ok {
+		x.at = j
+		return false
+	}
+	x.strs[string(*kb)] = i
+	return true
 }

@@ -249,6 +249,10 @@ func sameKind(a, b any) (same, ok bool) {
 	case float32:
 		y, ok := b.(float32)
 		return ok && (math.Float32bits(x) == math.Float32bits(y) || x != x && y != y), ok
+	case source.DateTime, source.Timestamp, source.Decimal, source.Date, source.Time, source.JSON, source.Bits:
+		// Equal texts of one kind normalize alike; other pairs (say
+		// "…:00" and "…:00.000000") are for conflict.Normalize.
+		return true, a == b
 	}
 	return false, false
 }

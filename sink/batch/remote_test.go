@@ -8,6 +8,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 
+	"github.com/regiond/regiond/conflict"
 	"github.com/regiond/regiond/source"
 )
 
@@ -107,5 +108,27 @@ func TestRemoteChecksFirstChangePerKey(t *testing.T) {
 	}
 	if tables, _ := remoteChecks(&Rules{Local: true}, changes); tables != nil {
 		t.Errorf("a local pipeline checks %v, want nothing", tables)
+	}
+}
+
+// TestSameKindTextKinds checks sameKind's shortcut for equal values of the
+// text kinds against conflict.Normalize, which decides every other pair.
+func TestSameKindTextKinds(t *testing.T) {
+	vals := []any{source.DateTime("2024-01-02 03:04:05"), source.DateTime("2024-01-02 03:04:05.000000"),
+		source.Timestamp("2024-01-02 03:04:05.5"), source.Decimal("1.50"), source.Decimal("1.5"), source.Date("2024-01-02"),
+		source.Time("01:02:03"), source.JSON(`{"b":1,"a":2}`), source.JSON(`{"a":2,"b":1}`), source.Bits("\x01"),
+		"2024-01-02 03:04:05", []byte("x"), int64(1), nil}
+	for _, a := range vals {
+		for _, b := range vals {
+			same, ok := sameKind(a, b)
+			if !ok {
+				continue
+			}
+			as, aok := conflict.Normalize(a)
+			bs, bok := conflict.Normalize(b)
+			if want := aok == bok && as == bs; same != want {
+				t.Errorf("sameKind(%#v, %#v) = %v, Normalize says %v", a, b, same, want)
+			}
+		}
 	}
 }
