@@ -621,10 +621,10 @@ func (p *Pipeline) runOnce(ctx context.Context, healthy chan<- struct{}) error {
 		p.pending = nil
 		p.mu.Unlock()
 	}()
-	<-prepared
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		defer close(ch)
+		<-prepared // the sink meanwhile gets ready to apply
 		return p.Source.Read(gctx, from, ch)
 	})
 	in := ch
