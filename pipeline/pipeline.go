@@ -229,6 +229,20 @@ type Status struct {
 // by while another process applies.
 func (s Status) Healthy() bool { return s.State == Streaming || s.State == Standby }
 
+// Preparer is implemented by sources whose Read starts with work that does
+// not depend on the position: connecting, checking the server, setting up
+// what reading needs there. A run does it while the sink opens and the
+// lease is taken, instead of after.
+type Preparer interface {
+	// Prepare does that work and keeps its result for the next Read,
+	// which goes on from there (the checks that need the position stay in
+	// Read). If it fails, or what it kept is discarded, Read does the work
+	// itself. It is never called concurrently with Read or Discard.
+	Prepare(ctx context.Context) error
+	// Discard releases what Prepare kept and no Read took.
+	Discard()
+}
+
 // QueueDepther is implemented by a Source that knows how many transactions
 // are worth holding decoded ahead of the sink.
 type QueueDepther interface {
@@ -505,11 +519,31 @@ func (p *Pipeline) runOnce(ctx context.Context, healthy chan<- struct{}) error {
 	p.lagBytes = nil // a new run measures afresh
 	p.mu.Unlock()
 
+	// prepared is closed once the source's Prepare (if any) has returned:
+	// it runs while the sink opens and the lease is taken.
+	prepared := make(chan struct{})
+	prep, _ := p.Source.(Preparer)
+	if prep != nil {
+		go func() {
+			defer close(prepared)
+			if err := prep.Prepare(ctx); err != nil && ctx.Err() == nil {
+				log.Debug("preparing the source failed; reading will start afresh", "error", err)
+			}
+		}()
+		defer func() {
+			cancel(nil)
+			<-prepared
+			prep.Discard()
+		}()
+	} else {
+		close(prepared)
+	}
 	stored, err := p.Sink.Open(ctx)
 	if err != nil {
 		return fmt.Errorf("open target: %w", err)
 	}
 	if stored == "" {
+		<-prepared // one setup of the source at a time
 		cur, err := p.Source.CurrentPosition(ctx)
 		if err != nil {
 			return fmt.Errorf("read source position: %w", err)
@@ -524,6 +558,12 @@ func (p *Pipeline) runOnce(ctx context.Context, healthy chan<- struct{}) error {
 		lease, err := l.Lead(ctx, func() {
 			log.Info("standing by: another regiond process holds this pipeline's lease")
 			p.setState(Standby, nil)
+			if prep != nil {
+				// Standing by may last: hold no source connection, and
+				// let Read check the source afresh once this leads.
+				<-prepared
+				prep.Discard()
+			}
 		})
 		if err != nil {
 			if ctx.Err() != nil {
@@ -584,6 +624,7 @@ func (p *Pipeline) runOnce(ctx context.Context, healthy chan<- struct{}) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		defer close(ch)
+		<-prepared // the sink meanwhile gets ready to apply
 		return p.Source.Read(gctx, from, ch)
 	})
 	in := ch

@@ -114,6 +114,7 @@ func Run(ctx context.Context, cfg Config, t Target, in <-chan source.Txn, durabl
 	}
 	if laner, ok := t.(Laner); ok && cfg.Lanes > 1 && !cfg.Rules.hasHome() {
 		w.lanes = newLanes(cfg.Lanes, laner)
+		w.lanes.prestart(ctx)
 		defer w.stopLanes()
 	}
 	// lingered: the batch being collected has waited once for more.

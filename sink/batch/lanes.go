@@ -6,6 +6,7 @@ import (
 	"hash/maphash"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/regiond/regiond/checkpoint"
@@ -41,7 +42,8 @@ func LaneMarker(pipeline string, i int) string {
 
 // Laner is a Target that can open lanes (see Config.Lanes).
 type Laner interface {
-	// Lane opens lane i (0, 1, …) on a connection of its own.
+	// Lane opens lane i (0, 1, …) on a connection of its own. It is
+	// called for every lane at once, from different goroutines.
 	Lane(ctx context.Context, i int) (Lane, error)
 }
 
@@ -72,10 +74,12 @@ type lanes struct {
 	n      int
 	opened bool
 	open   func(ctx context.Context, i int) (Lane, error)
-	free   []Lane
-	all    []Lane
-	jobs   []*laneJob // in flight, oldest first
-	spare  []*batch   // emptied batches of jobs done, for reuse
+	// opening delivers the lanes prestart opens (nil: none pending).
+	opening chan openedLanes
+	free    []Lane
+	all     []Lane
+	jobs    []*laneJob // in flight, oldest first
+	spare   []*batch   // emptied batches of jobs done, for reuse
 	// spareKeys are the key sets of jobs done, for reuse: a batch's set
 	// has an entry per change, and a new map of that size per batch was
 	// the largest allocation of the lanes.
@@ -130,25 +134,92 @@ func (l *lanes) done() <-chan struct{} {
 	return l.jobs[0].done
 }
 
+// prestart opens the lanes in the background, so that the first batch
+// finds them ready instead of waiting for their connections and session
+// setup (a pipeline's start, while the source is still connecting).
+func (l *lanes) prestart(ctx context.Context) {
+	ch := make(chan openedLanes, 1)
+	l.opening = ch
+	go func() {
+		all, err := l.openAll(ctx)
+		ch <- openedLanes{all, err}
+	}()
+}
+
+// openedLanes is what prestart opened.
+type openedLanes struct {
+	all []Lane
+	err error
+}
+
+// start makes the lanes ready: those prestart opened, else opened now.
 func (l *lanes) start(ctx context.Context) error {
 	if l.opened {
 		return nil
 	}
-	for i := 0; i < l.n; i++ {
-		ln, err := l.open(ctx, i)
-		if err != nil {
-			l.close()
-			return err
-		}
-		l.all = append(l.all, ln)
+	var (
+		all []Lane
+		err error
+	)
+	if l.opening != nil {
+		r := <-l.opening // prestart's open ends with ctx too
+		l.opening = nil
+		all, err = r.all, r.err
+	} else {
+		all, err = l.openAll(ctx)
 	}
+	if err != nil {
+		return err
+	}
+	l.all = all
 	l.free = append(l.free[:0], l.all...)
 	l.opened = true
 	return nil
 }
 
-// close releases the lanes; no batch may be in flight.
+// openAll opens the n lanes at once (each connection's setup is a few
+// round trips that need not wait for the others'); on a failure it closes
+// those it opened.
+func (l *lanes) openAll(ctx context.Context) ([]Lane, error) {
+	all := make([]Lane, l.n)
+	errs := make([]error, l.n)
+	var wg sync.WaitGroup
+	for i := range all {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ln, err := l.open(ctx, i)
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			all[i] = ln
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			for _, ln := range all {
+				if ln != nil {
+					_ = ln.Close()
+				}
+			}
+			return nil, err
+		}
+	}
+	return all, nil
+}
+
+// close releases the lanes (also those prestart is still opening); no
+// batch may be in flight.
 func (l *lanes) close() {
+	if l.opening != nil {
+		r := <-l.opening
+		l.opening = nil
+		for _, ln := range r.all {
+			_ = ln.Close()
+		}
+	}
 	for _, ln := range l.all {
 		_ = ln.Close()
 	}

@@ -26,8 +26,12 @@ import (
 	"log/slog"
 	"regexp"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/jackc/pgx/v5"
+	pgxconn "github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/regiond/regiond/checkpoint"
 	"github.com/regiond/regiond/internal/pgconn"
@@ -104,11 +108,23 @@ type Reader struct {
 	// acked is the highest LSN passed to Ack: durable in every sink.
 	acked     atomic.Uint64
 	ackNotify chan struct{}
+
+	// prep is what Prepare did for the next Read (nil: nothing).
+	prepMu sync.Mutex
+	prep   *prepared
+}
+
+// prepared is a connection that passed the checks and setup Read starts
+// with.
+type prepared struct {
+	conn *pgx.Conn
+	info serverInfo
 }
 
 var (
 	_ source.Source         = (*Reader)(nil)
 	_ pipeline.QueueDepther = (*Reader)(nil)
+	_ pipeline.Preparer     = (*Reader)(nil)
 )
 
 // New returns a reader; it connects lazily.
@@ -225,6 +241,43 @@ func (r *Reader) CurrentPosition(ctx context.Context) (checkpoint.Position, erro
 	}
 }
 
+// Prepare connects and runs the checks and setup that Read starts with
+// (pipeline.Preparer), which do not depend on the position: the next Read
+// goes on from there with the checks of the slot against its position.
+func (r *Reader) Prepare(ctx context.Context) error {
+	r.Discard()
+	conn, err := r.connect(ctx)
+	if err != nil {
+		return err
+	}
+	info, err := r.setup(ctx, conn)
+	if err != nil {
+		conn.Close(context.WithoutCancel(ctx))
+		return err
+	}
+	r.prepMu.Lock()
+	r.prep = &prepared{conn: conn, info: info}
+	r.prepMu.Unlock()
+	return nil
+}
+
+// Discard closes what Prepare kept and no Read took (pipeline.Preparer).
+func (r *Reader) Discard() {
+	if p := r.takePrepared(); p != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		p.conn.Close(ctx)
+	}
+}
+
+func (r *Reader) takePrepared() *prepared {
+	r.prepMu.Lock()
+	defer r.prepMu.Unlock()
+	p := r.prep
+	r.prep = nil
+	return p
+}
+
 // ParsePosition parses an LSN, e.g. "16/B374D848".
 func (r *Reader) ParsePosition(s string) (checkpoint.Position, error) {
 	return checkpoint.ParseLSN(s)
@@ -267,9 +320,10 @@ func asLSN(pos checkpoint.Position) (checkpoint.LSN, error) {
 
 // Read streams the slot's changes after from. See source.Source.
 //
-// It runs the preflight checks and publication setup first, then starts
-// replication on the slot with pgoutput (protocol version 2 on PostgreSQL
-// 14 and later, else 1). A missing or invalidated slot, or a from ahead of
+// It runs the preflight checks and publication setup first (unless a
+// Prepare did), then checks the slot against from while the replication
+// connection opens, and starts replication on the slot with pgoutput
+// (protocol version 2 on PostgreSQL 14 and later, else 1). A missing or invalidated slot, or a from ahead of
 // the server's WAL, is an error wrapping checkpoint.ErrPositionLost.
 //
 // Transactions are sent in commit order, with End the commit's end LSN,
@@ -293,26 +347,47 @@ func (r *Reader) Read(ctx context.Context, from checkpoint.Position, out chan<- 
 	if err != nil {
 		return pipeline.Permanent(fmt.Errorf("region %s: position %v is not an LSN: %w", r.cfg.Region, from, err))
 	}
-	conn, err := r.connect(ctx)
-	if err != nil {
-		return err
+	var (
+		conn *pgx.Conn
+		info serverInfo
+	)
+	if p := r.takePrepared(); p != nil {
+		conn, info = p.conn, p.info
+	} else {
+		if conn, err = r.connect(ctx); err != nil {
+			return err
+		}
+		if info, err = r.setup(ctx, conn); err != nil {
+			conn.Close(context.WithoutCancel(ctx))
+			return err
+		}
 	}
-	info, err := r.setup(ctx, conn)
-	if err == nil {
-		err = r.checkSlotForRead(ctx, conn, start)
+	// The replication connection opens while the slot is checked.
+	type opened struct {
+		conn *pgxconn.PgConn
+		err  error
 	}
+	replc := make(chan opened, 1)
+	go func() {
+		c, err := pgconn.ConnectReplication(ctx, r.cfg.DSN)
+		replc <- opened{c, err}
+	}()
+	err = r.checkSlotForRead(ctx, conn, start)
 	conn.Close(context.WithoutCancel(ctx))
+	o := <-replc
+	repl := o.conn
+	if err == nil && o.err != nil {
+		err = fmt.Errorf("region %s: open replication connection: %w", r.cfg.Region, o.err)
+	}
 	if err != nil {
+		if repl != nil {
+			repl.Close(context.WithoutCancel(ctx))
+		}
 		return err
 	}
 	interval := r.cfg.StatusInterval
 	if t := info.walSenderTimeout / 3; t > 0 && t < interval {
 		interval = t
-	}
-
-	repl, err := pgconn.ConnectReplication(ctx, r.cfg.DSN)
-	if err != nil {
-		return fmt.Errorf("region %s: open replication connection: %w", r.cfg.Region, err)
 	}
 	defer func() {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)

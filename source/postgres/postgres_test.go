@@ -716,6 +716,25 @@ func TestPositionLost(t *testing.T) {
 		}
 	})
 
+	t.Run("slot dropped after Prepare", func(t *testing.T) {
+		// Prepare runs before the position is known: the slot's checks
+		// against it stay in Read.
+		r := newReader(t, srv, "dropped_prepared", logger, "items")
+		pos, err := r.CurrentPosition(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Prepare(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		exec(t, db, `SELECT pg_drop_replication_slot('dropped_prepared')`)
+		err = r.Read(t.Context(), pos, make(chan source.Txn, 1))
+		if !errors.Is(err, checkpoint.ErrPositionLost) || !pipeline.IsPermanent(err) {
+			t.Fatalf("Read after Prepare and the slot was dropped: %v, want ErrPositionLost", err)
+		}
+		r.Discard() // nothing left to release
+	})
+
 	t.Run("checkpoint ahead of the server", func(t *testing.T) {
 		r := newReader(t, srv, "ahead", logger, "items")
 		pos, err := r.CurrentPosition(t.Context())
