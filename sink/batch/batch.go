@@ -97,6 +97,15 @@ type StoredPosition string
 
 func (p StoredPosition) String() string { return string(p) }
 
+// Stored returns the position text s a target stores as a Config.Start:
+// nil when none is stored ("").
+func Stored(s string) checkpoint.Position {
+	if s == "" {
+		return nil
+	}
+	return StoredPosition(s)
+}
+
 // Run applies transactions from in to t until in is closed or ctx ends,
 // calling durable as pipeline.Sink.Apply documents. When in is closed, the
 // complete transactions received are committed and an incomplete one is

@@ -170,7 +170,7 @@ func (a *Applier) Apply(ctx context.Context, in <-chan source.Txn, durable func(
 		LockRetries:  a.cfg.LockRetries,
 		Logger:       a.logger,
 		Rules:        a.cfg.Rules,
-		Start:        startPosition(a.start),
+		Start:        batch.Stored(a.start),
 		Lanes:        a.cfg.Lanes,
 	}, w, in, durable)
 }
@@ -847,13 +847,4 @@ func isRetryable(err error) bool {
 		return true
 	}
 	return false
-}
-
-// startPosition is the stored position s for batch.Config.Start (nil when
-// none is stored).
-func startPosition(s string) checkpoint.Position {
-	if s == "" {
-		return nil
-	}
-	return batch.StoredPosition(s)
 }

@@ -217,7 +217,7 @@ func (a *Applier) Apply(ctx context.Context, in <-chan source.Txn, durable func(
 		LockRetries:  a.cfg.LockRetries,
 		Logger:       a.logger,
 		Rules:        a.cfg.Rules,
-		Start:        startPosition(a.start),
+		Start:        batch.Stored(a.start),
 		Lanes:        a.cfg.Lanes,
 	}, t, in, durable)
 }
@@ -266,15 +266,6 @@ func (t *target) BeginLane(ctx context.Context) error {
 		" (pipeline, kind, source_region, position, seq, epoch, updated_at) VALUES ($1, 'marker', $2, '', 1, 0, now())"+
 		" ON CONFLICT (pipeline) DO UPDATE SET seq = "+t.a.checkpointTable()+".seq + 1, updated_at = now()", t.lane, t.a.cfg.Source)
 	return nil
-}
-
-// startPosition is the stored position s for batch.Config.Start (nil when
-// none is stored).
-func startPosition(s string) checkpoint.Position {
-	if s == "" {
-		return nil
-	}
-	return batch.StoredPosition(s)
 }
 
 func (a *Applier) setupSession(ctx context.Context, conn *pgx.Conn) error {
