@@ -101,4 +101,16 @@ func TestHomeRevertChainSurvivesCrash(t *testing.T) {
 	if notOpen != 0 {
 		t.Errorf("a: %d of %d rows homed in b are not as b wrote them after the revert", notOpen, rows)
 	}
+	// Every violating write recorded once in each region, although a's
+	// local pipeline read W1 again after the restart.
+	for _, r := range []*region{a, b} {
+		var dup, total int
+		if err := r.db.QueryRow("SELECT COUNT(*), COALESCE(SUM(n), 0) FROM (SELECT COUNT(*) AS n FROM regiond_conflicts"+
+			" WHERE pipeline IN ('a->a', 'a->b') GROUP BY pipeline, pk, source_position HAVING COUNT(*) > 1) AS d").Scan(&dup, &total); err != nil {
+			t.Fatal(err)
+		}
+		if dup != 0 {
+			t.Errorf("%s: %d violating writes recorded more than once (%d records)", r.name, dup, total)
+		}
+	}
 }

@@ -111,7 +111,7 @@ func Stored(s string) checkpoint.Position {
 // complete transactions received are committed and an incomplete one is
 // abandoned (rolled back).
 func Run(ctx context.Context, cfg Config, t Target, in <-chan source.Txn, durable func(checkpoint.Position, bool)) error {
-	w := &writer{cfg: cfg, t: t, durable: durable, lastEnd: cfg.Start, reported: cfg.Start, tally: map[tallyKey]int{}}
+	w := &writer{cfg: cfg, t: t, durable: durable, lastEnd: cfg.Start, reported: cfg.Start, tally: map[tallyKey]int{}, started: time.Now()}
 	w.lag = metrics.ReplicationLag.WithLabelValues(cfg.Pipeline)
 	w.progress = pipeline.Progress(ctx)
 	defer w.rollback()
@@ -298,6 +298,7 @@ func (b *batch) add(t source.Txn, streamed bool) error {
 	b.open = t.More
 	if !t.More {
 		if b.dropping != nil {
+			b.dropping.commit = t.Commit
 			if b.home == nil {
 				b.home = map[int]*homeEvent{}
 			}
@@ -362,6 +363,9 @@ type writer struct {
 	// tally counts the changes written in the open transaction, by table
 	// and op, for the metrics once it commits.
 	tally map[tallyKey]int
+	// started is when Run began: a source transaction committed before
+	// then may have been read by an earlier run.
+	started time.Time
 	// began is when the open transaction started.
 	began    time.Time
 	lag      interface{ Set(float64) }
@@ -646,6 +650,9 @@ func (w *writer) findRow(ctx context.Context, changes []source.Change, end check
 
 // record writes the discarded home_region transactions: their conflict
 // records, and in the origin region their reverts.
+// replayMargin: see record.
+const replayMargin = time.Minute
+
 func (w *writer) record(ctx context.Context, events []*homeEvent) error {
 	if len(events) == 0 {
 		return nil
@@ -656,7 +663,11 @@ func (w *writer) record(ctx context.Context, events []*homeEvent) error {
 		if e.start == nil {
 			e.start = w.lastEnd
 		}
-		if err := w.rv.applyHome(ctx, rt, w.cfg.Rules, *e); err != nil {
+		// Only a transaction committed before this run began can have been
+		// read by an earlier one (replayMargin allows for the region's clock
+		// being ahead of regiond's).
+		replayed := e.commit.Before(w.started.Add(replayMargin))
+		if err := w.rv.applyHome(ctx, rt, w.cfg.Rules, *e, replayed); err != nil {
 			return err
 		}
 	}

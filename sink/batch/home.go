@@ -80,6 +80,8 @@ type homeEvent struct {
 	// start is the position just before the transaction (nil: before the
 	// batch; the writer fills it in).
 	start checkpoint.Position
+	// commit is the transaction's commit time at the source.
+	commit time.Time
 }
 
 // homeConflicts are the records of a discarded transaction: one per change.
@@ -203,8 +205,15 @@ func sameHash(a, b *conflict.Hash) bool {
 }
 
 // applyHome records a discarded transaction and, in its origin region,
-// reverts it.
-func (rv *reverter) applyHome(ctx context.Context, rt RuleTarget, r *Rules, e homeEvent) error {
+// reverts it. A local pipeline that started after the transaction
+// committed (replayed says so) may be reading it again: while a revert
+// chain was open it stored the position before the chain's first
+// transaction, so after a crash it re-reads transactions whose records it
+// had committed already. Those records are not written again: a record of
+// the same pipeline, table, key and source transaction, detected since
+// the commit (the local pipeline writes into the region whose clock
+// stamped the commit), is the one an earlier run wrote.
+func (rv *reverter) applyHome(ctx context.Context, rt RuleTarget, r *Rules, e homeEvent, replayed bool) error {
 	if r.Local {
 		for _, c := range e.changes {
 			if err := rv.revert(ctx, rt, c, e.start); err != nil {
@@ -212,7 +221,25 @@ func (rv *reverter) applyHome(ctx context.Context, rt RuleTarget, r *Rules, e ho
 			}
 		}
 	}
-	return rt.Record(ctx, r.homeConflicts(e))
+	cs := r.homeConflicts(e)
+	if r.Local && replayed {
+		since := e.commit.Add(-chainMargin)
+		kept := cs[:0]
+		for _, c := range cs {
+			done, err := rt.Recorded(ctx, c, since)
+			if err != nil {
+				return err
+			}
+			if !done {
+				kept = append(kept, c)
+			}
+		}
+		cs = kept
+	}
+	if len(cs) == 0 {
+		return nil
+	}
+	return rt.Record(ctx, cs)
 }
 
 // revert follows change c in its row's chain and restores the chain's base

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"testing"
+	"time"
 
 	"github.com/regiond/regiond/checkpoint"
 	"github.com/regiond/regiond/source"
@@ -17,11 +18,12 @@ type homeTarget struct {
 	tx          map[int64]source.Row // writes of the open transaction (nil row: deleted)
 	wrote       bool
 	failCommits int
-	conflicts   int
+	records     []Conflict // committed
+	txRecords   []Conflict // of the open transaction
 }
 
 func (h *homeTarget) Begin(context.Context, checkpoint.Position) error {
-	h.tx, h.wrote = map[int64]source.Row{}, false
+	h.tx, h.wrote, h.txRecords = map[int64]source.Row{}, false, nil
 	return nil
 }
 func (h *homeTarget) Exec(context.Context, []source.Change) error { return nil }
@@ -38,9 +40,10 @@ func (h *homeTarget) Commit(context.Context, checkpoint.Position) error {
 		}
 	}
 	h.tx = nil
+	h.records, h.txRecords = append(h.records, h.txRecords...), nil
 	return nil
 }
-func (h *homeTarget) Rollback() { h.tx = nil }
+func (h *homeTarget) Rollback() { h.tx, h.txRecords = nil, nil }
 func (h *homeTarget) Classify(err error) Class {
 	if err == errInjected {
 		return Lock
@@ -76,8 +79,18 @@ func (h *homeTarget) Write(_ context.Context, _ *source.Table, r *Resolved) erro
 }
 
 func (h *homeTarget) Record(_ context.Context, cs []Conflict) error {
-	h.conflicts += len(cs)
+	h.txRecords = append(h.txRecords, cs...)
 	return nil
+}
+
+func (h *homeTarget) Recorded(_ context.Context, c Conflict, _ time.Time) (bool, error) {
+	for _, r := range h.records {
+		if r.Pipeline == c.Pipeline && r.Table.Name == c.Table.Name && r.Rule == c.Rule && r.Position == c.Position &&
+			source.KeyJSON(r.Table, r.Key) == source.KeyJSON(c.Table, c.Key) {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // TestRevertSurvivesRetry: region b wrote row 17, homed in c, twice in a
@@ -95,9 +108,9 @@ func TestRevertSurvivesRetry(t *testing.T) {
 	in, first := make(chan source.Txn), make(chan struct{})
 	go func() {
 		defer close(in)
-		in <- source.Txn{Changes: []source.Change{{Table: tb, Op: source.Update, Before: row("c-1"), After: row("b-1")}}, End: intPos(1)}
+		in <- source.Txn{Changes: []source.Change{{Table: tb, Op: source.Update, Before: row("c-1"), After: row("b-1"), TxnID: "b1"}}, End: intPos(1)}
 		<-first
-		in <- source.Txn{Changes: []source.Change{{Table: tb, Op: source.Update, Before: row("b-1"), After: row("b-2")}}, End: intPos(2)}
+		in <- source.Txn{Changes: []source.Change{{Table: tb, Op: source.Update, Before: row("b-1"), After: row("b-2"), TxnID: "b2"}}, End: intPos(2)}
 	}()
 	durable := func(p checkpoint.Position, _ bool) {
 		if p.String() == "1" {
@@ -115,7 +128,53 @@ func TestRevertSurvivesRetry(t *testing.T) {
 	if got := h.rows[17][2]; got != "c-1" {
 		t.Errorf("row 17 note %q after the revert, want c-1 (the row before b's writes)", got)
 	}
-	if h.conflicts < 2 {
-		t.Errorf("%d conflicts recorded, want at least 2", h.conflicts)
+	if len(h.records) != 2 {
+		t.Errorf("%d conflicts recorded, want 2 (one per violating write)", len(h.records))
+	}
+}
+
+// TestHomeReplayRecordsOnce: a local pipeline that reads violating
+// transactions again after a restart (its stored position was held before
+// them) does not record them a second time, but records one it had not
+// seen, and one committed after it started even when an identical record
+// exists (it cannot be a replay).
+func TestHomeReplayRecordsOnce(t *testing.T) {
+	tb := &source.Table{Name: "ledger", Columns: []source.Column{{Name: "id"}, {Name: "home"}, {Name: "note"}}, PK: []int{0}}
+	row := func(id int64, note string) source.Row { return source.Row{id, "c", note} }
+	past := time.Now().Add(-10 * time.Minute)
+	txn := func(id int64, txid string, end int, commit time.Time) source.Txn {
+		return source.Txn{Changes: []source.Change{{Table: tb, Op: source.Update, Before: row(id, "c-1"), After: row(id, "b-1"), TxnID: txid}},
+			End: intPos(end), Commit: commit}
+	}
+	h := &homeTarget{rows: map[int64]source.Row{1: row(1, "b-1"), 2: row(2, "b-1"), 3: row(3, "b-1")}}
+	run := func(txns ...source.Txn) {
+		t.Helper()
+		in := make(chan source.Txn, len(txns))
+		for _, x := range txns {
+			in <- x
+		}
+		close(in)
+		cfg := Config{Region: "b", Pipeline: "b->b", BatchChanges: 1, LockRetries: 3, Logger: slog.New(slog.DiscardHandler),
+			Rules: &Rules{Tables: map[string]Rule{"ledger": {Name: "home_region", HomeColumn: "home"}}, Pipeline: "b->b", Origin: "b", Target: "b", Local: true}}
+		if err := Run(context.Background(), cfg, h, in, func(checkpoint.Position, bool) {}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run(txn(1, "t1", 1, past))
+	run(txn(1, "t1", 1, past), txn(2, "t2", 2, past))
+	if len(h.records) != 2 {
+		t.Fatalf("%d conflicts recorded after the replay, want 2 (t1 once, t2)", len(h.records))
+	}
+	// A transaction committed after the run started is new, whatever the
+	// target holds (here a record with the same identity, planted).
+	h.records = append(h.records, Conflict{Pipeline: "b->b", Table: tb, Key: row(3, ""), Rule: "home_region", Position: "t3"})
+	run(txn(3, "t3", 3, time.Now().Add(2*replayMargin)))
+	if len(h.records) != 4 {
+		t.Errorf("%d conflicts recorded, want 4 (t3 recorded although a record like it exists)", len(h.records))
+	}
+	for id := int64(1); id <= 3; id++ {
+		if got := h.rows[id][2]; got != "c-1" {
+			t.Errorf("row %d note %q, want c-1 (reverted)", id, got)
+		}
 	}
 }

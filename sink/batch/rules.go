@@ -3,6 +3,7 @@ package batch
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/regiond/regiond/conflict"
 	"github.com/regiond/regiond/pipeline"
@@ -108,6 +109,10 @@ type RuleTarget interface {
 	Write(ctx context.Context, t *source.Table, r *Resolved) error
 	// Record writes conflict records.
 	Record(ctx context.Context, cs []Conflict) error
+	// Recorded reports whether the target already holds a record of c
+	// (the same pipeline, table, key, rule and source transaction)
+	// detected at or after since.
+	Recorded(ctx context.Context, c Conflict, since time.Time) (bool, error)
 }
 
 // ResolveLWW decides a step of last_writer_wins changes (distinct keys, in

@@ -5,6 +5,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -149,4 +150,66 @@ func TestInsertsOverPresentRowsAreRecorded(t *testing.T) {
 	if diff := cmp.Diff(wantRows, dump); diff != "" {
 		t.Errorf("target rows (-want +got):\n%s", diff)
 	}
+}
+
+// TestRecordedFindsTheSameConflict: Recorded finds a committed record by
+// pipeline, table, key, rule and source transaction, detected since the
+// time given, and nothing else.
+func TestRecordedFindsTheSameConflict(t *testing.T) {
+	srv := testenv.MariaDB(t, 1)
+	db := dbtest.Open(t, srv)
+	dbtest.Exec(t, db, "CREATE TABLE notes (id BIGINT NOT NULL PRIMARY KEY, body VARCHAR(64) NOT NULL, code BINARY(4) NOT NULL)")
+	a := openApplier(t, Config{
+		Pipeline: pipelineName, Source: "east", Target: "west", Conn: dbtest.Params(srv),
+		Tables: []string{"notes"}, Rules: &batch.Rules{Pipeline: pipelineName, Origin: "east", Target: "west"},
+	}, "0-1-1")
+	ctx := t.Context()
+	c := batch.Conflict{Pipeline: pipelineName, Table: notes, Key: note(1, ""), Rule: "home_region", Winner: "west", Loser: "east",
+		Lost: note(1, "lost"), Reason: "test", Position: "0-1-10"}
+	inTx := func(f func(w *writer)) {
+		t.Helper()
+		conn, err := a.db.Conn(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		w := &writer{a: a, conn: conn, cols: map[*source.Table][]targetColumn{}}
+		if err := w.Begin(ctx, nil); err != nil {
+			t.Fatal(err)
+		}
+		f(w)
+		if err := w.Commit(ctx, pos("0-1-10")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	inTx(func(w *writer) {
+		if err := w.Record(ctx, []batch.Conflict{c}); err != nil {
+			t.Fatal(err)
+		}
+	})
+	other := func(f func(*batch.Conflict)) batch.Conflict { x := c; f(&x); return x }
+	past, future := time.Now().Add(-time.Hour), time.Now().Add(time.Hour)
+	inTx(func(w *writer) {
+		for _, tc := range []struct {
+			what  string
+			c     batch.Conflict
+			since time.Time
+			want  bool
+		}{
+			{"the same conflict", c, past, true},
+			{"detected before since", c, future, false},
+			{"another source transaction", other(func(x *batch.Conflict) { x.Position = "0-1-11" }), past, false},
+			{"another key", other(func(x *batch.Conflict) { x.Key = note(2, "") }), past, false},
+			{"another pipeline", other(func(x *batch.Conflict) { x.Pipeline = "west->west" }), past, false},
+			{"another rule", other(func(x *batch.Conflict) { x.Rule = "apply_remote" }), past, false},
+		} {
+			got, err := w.Recorded(ctx, tc.c, tc.since)
+			if err != nil {
+				t.Fatalf("%s: %v", tc.what, err)
+			}
+			if got != tc.want {
+				t.Errorf("%s: Recorded = %v, want %v", tc.what, got, tc.want)
+			}
+		}
+	})
 }

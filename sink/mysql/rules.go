@@ -528,6 +528,22 @@ func (w *writer) Record(ctx context.Context, cs []batch.Conflict) error {
 	return nil
 }
 
+// Recorded implements batch.RuleTarget, in the open transaction. The
+// (table_name, detected_at) index bounds the rows it reads.
+func (w *writer) Recorded(ctx context.Context, c batch.Conflict, since time.Time) (bool, error) {
+	var one int
+	err := w.tx.QueryRowContext(ctx, "SELECT 1 FROM "+quote(ConflictTable)+
+		" WHERE `table_name` = ? AND `detected_at` >= ? AND `pipeline` = ? AND `rule` = ? AND `source_position` = ? AND `pk` = ? LIMIT 1",
+		c.Table.Name, since.UTC().Format("2006-01-02 15:04:05.000000"), c.Pipeline, c.Rule, c.Position, source.KeyJSON(c.Table, c.Key)).Scan(&one)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return false, nil
+	case err != nil:
+		return false, err
+	}
+	return true, nil
+}
+
 // announce counts and logs the conflicts of a committed transaction (only
 // then are they facts).
 func (w *writer) announce() {

@@ -539,3 +539,50 @@ func TestClassifyInsertRace(t *testing.T) {
 		t.Errorf("Classify(insert race) = %v, want Lock", c)
 	}
 }
+
+// TestRecordedFindsTheSameConflict: Recorded finds a committed record by
+// pipeline, table, key, rule and source transaction, detected since the
+// time given, and nothing else.
+func TestRecordedFindsTheSameConflict(t *testing.T) {
+	e := newEnv(t, profilesDDL)
+	a := e.lwwApplier(t, false)
+	e.exec(t, "INSERT INTO profiles VALUES (1, 'local', 'west', 5)")
+	mustApply(t, a, txn(10, withTxn(ins(profiles, prow(1, "remote old", "east", 3)), "east:10")))
+	if n := len(e.conflicts(t)); n != 1 {
+		t.Fatalf("%d conflicts, want 1", n)
+	}
+	ctx := t.Context()
+	tg, err := a.newTarget(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tg.Close()
+	if err := tg.Begin(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	defer tg.Rollback()
+	c := batch.Conflict{Pipeline: pipelineName, Table: profiles, Key: prow(1, "", "", 0), Rule: "last_writer_wins", Position: "east:10"}
+	past, future := time.Now().Add(-time.Hour), time.Now().Add(time.Hour)
+	other := func(f func(*batch.Conflict)) batch.Conflict { x := c; f(&x); return x }
+	for _, tc := range []struct {
+		what  string
+		c     batch.Conflict
+		since time.Time
+		want  bool
+	}{
+		{"the same conflict", c, past, true},
+		{"detected before since", c, future, false},
+		{"another source transaction", other(func(x *batch.Conflict) { x.Position = "east:11" }), past, false},
+		{"another key", other(func(x *batch.Conflict) { x.Key = prow(2, "", "", 0) }), past, false},
+		{"another pipeline", other(func(x *batch.Conflict) { x.Pipeline = "west->west" }), past, false},
+		{"another rule", other(func(x *batch.Conflict) { x.Rule = "home_region" }), past, false},
+	} {
+		got, err := tg.Recorded(ctx, tc.c, tc.since)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.what, err)
+		}
+		if got != tc.want {
+			t.Errorf("%s: Recorded = %v, want %v", tc.what, got, tc.want)
+		}
+	}
+}
