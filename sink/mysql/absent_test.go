@@ -10,6 +10,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/regiond/regiond/checkpoint"
+	"github.com/regiond/regiond/internal/conflicttest"
 	"github.com/regiond/regiond/internal/dbtest"
 	"github.com/regiond/regiond/internal/testenv"
 	"github.com/regiond/regiond/sink/batch"
@@ -75,16 +76,8 @@ func TestInsertsOverPresentRowsAreRecorded(t *testing.T) {
 
 	// What the locking read of every row and the comparison in Go find.
 	want := func() []string {
-		conn, err := a.db.Conn(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close()
-		w := &writer{a: a, conn: conn, cols: map[*source.Table][]targetColumn{}}
-		if err := w.Begin(ctx, nil); err != nil {
-			t.Fatal(err)
-		}
-		defer w.Rollback()
+		w := beginWriter(t, a)
+		defer w.Rollback() // its locks would hold up the applier below
 		cs, err := batch.CheckRemote(ctx, w, rules, append(append([]source.Change(nil), first...), second...))
 		if err != nil {
 			t.Fatal(err)
@@ -152,9 +145,7 @@ func TestInsertsOverPresentRowsAreRecorded(t *testing.T) {
 	}
 }
 
-// TestRecordedFindsTheSameConflict: Recorded finds a committed record by
-// pipeline, table, key, rule and source transaction, detected since the
-// time given, and nothing else.
+// TestRecordedFindsTheSameConflict: see conflicttest.CheckRecorded.
 func TestRecordedFindsTheSameConflict(t *testing.T) {
 	srv := testenv.MariaDB(t, 1)
 	db := dbtest.Open(t, srv)
@@ -166,50 +157,13 @@ func TestRecordedFindsTheSameConflict(t *testing.T) {
 	ctx := t.Context()
 	c := batch.Conflict{Pipeline: pipelineName, Table: notes, Key: note(1, ""), Rule: "home_region", Winner: "west", Loser: "east",
 		Lost: note(1, "lost"), Reason: "test", Position: "0-1-10"}
-	inTx := func(f func(w *writer)) {
-		t.Helper()
-		conn, err := a.db.Conn(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close()
-		w := &writer{a: a, conn: conn, cols: map[*source.Table][]targetColumn{}}
-		if err := w.Begin(ctx, nil); err != nil {
-			t.Fatal(err)
-		}
-		f(w)
-		if err := w.Commit(ctx, pos("0-1-10")); err != nil {
-			t.Fatal(err)
-		}
+	w := beginWriter(t, a)
+	if err := w.Record(ctx, []batch.Conflict{c}); err != nil {
+		t.Fatal(err)
 	}
-	inTx(func(w *writer) {
-		if err := w.Record(ctx, []batch.Conflict{c}); err != nil {
-			t.Fatal(err)
-		}
-	})
-	other := func(f func(*batch.Conflict)) batch.Conflict { x := c; f(&x); return x }
-	past, future := time.Now().Add(-time.Hour), time.Now().Add(time.Hour)
-	inTx(func(w *writer) {
-		for _, tc := range []struct {
-			what  string
-			c     batch.Conflict
-			since time.Time
-			want  bool
-		}{
-			{"the same conflict", c, past, true},
-			{"detected before since", c, future, false},
-			{"another source transaction", other(func(x *batch.Conflict) { x.Position = "0-1-11" }), past, false},
-			{"another key", other(func(x *batch.Conflict) { x.Key = note(2, "") }), past, false},
-			{"another pipeline", other(func(x *batch.Conflict) { x.Pipeline = "west->west" }), past, false},
-			{"another rule", other(func(x *batch.Conflict) { x.Rule = "apply_remote" }), past, false},
-		} {
-			got, err := w.Recorded(ctx, tc.c, tc.since)
-			if err != nil {
-				t.Fatalf("%s: %v", tc.what, err)
-			}
-			if got != tc.want {
-				t.Errorf("%s: Recorded = %v, want %v", tc.what, got, tc.want)
-			}
-		}
-	})
+	if err := w.Commit(ctx, pos("0-1-10")); err != nil {
+		t.Fatal(err)
+	}
+	w = beginWriter(t, a)
+	conflicttest.CheckRecorded(t, func(c batch.Conflict, since time.Time) (bool, error) { return w.Recorded(ctx, c, since) }, c, note(2, ""))
 }

@@ -3,6 +3,8 @@ package mysql
 import (
 	"log/slog"
 	"testing"
+
+	"github.com/regiond/regiond/source"
 )
 
 // openApplier creates, opens and initialises (at position start) an
@@ -21,4 +23,24 @@ func openApplier(t *testing.T, cfg Config, start string) *Applier {
 		t.Fatal(err)
 	}
 	return a
+}
+
+// beginWriter opens a writer of a on its own connection and begins a
+// target transaction, rolled back (unless committed) and closed when the
+// test ends.
+func beginWriter(t *testing.T, a *Applier) *writer {
+	t.Helper()
+	conn, err := a.db.Conn(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &writer{a: a, conn: conn, cols: map[*source.Table][]targetColumn{}}
+	t.Cleanup(func() {
+		w.Rollback()
+		conn.Close()
+	})
+	if err := w.Begin(t.Context(), nil); err != nil {
+		t.Fatal(err)
+	}
+	return w
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/regiond/regiond/conflict"
+	"github.com/regiond/regiond/internal/conflicttest"
 	"github.com/regiond/regiond/internal/pgconn"
 	"github.com/regiond/regiond/pipeline"
 	"github.com/regiond/regiond/sink/batch"
@@ -540,9 +541,7 @@ func TestClassifyInsertRace(t *testing.T) {
 	}
 }
 
-// TestRecordedFindsTheSameConflict: Recorded finds a committed record by
-// pipeline, table, key, rule and source transaction, detected since the
-// time given, and nothing else.
+// TestRecordedFindsTheSameConflict: see conflicttest.CheckRecorded.
 func TestRecordedFindsTheSameConflict(t *testing.T) {
 	e := newEnv(t, profilesDDL)
 	a := e.lwwApplier(t, false)
@@ -562,27 +561,5 @@ func TestRecordedFindsTheSameConflict(t *testing.T) {
 	}
 	defer tg.Rollback()
 	c := batch.Conflict{Pipeline: pipelineName, Table: profiles, Key: prow(1, "", "", 0), Rule: "last_writer_wins", Position: "east:10"}
-	past, future := time.Now().Add(-time.Hour), time.Now().Add(time.Hour)
-	other := func(f func(*batch.Conflict)) batch.Conflict { x := c; f(&x); return x }
-	for _, tc := range []struct {
-		what  string
-		c     batch.Conflict
-		since time.Time
-		want  bool
-	}{
-		{"the same conflict", c, past, true},
-		{"detected before since", c, future, false},
-		{"another source transaction", other(func(x *batch.Conflict) { x.Position = "east:11" }), past, false},
-		{"another key", other(func(x *batch.Conflict) { x.Key = prow(2, "", "", 0) }), past, false},
-		{"another pipeline", other(func(x *batch.Conflict) { x.Pipeline = "west->west" }), past, false},
-		{"another rule", other(func(x *batch.Conflict) { x.Rule = "home_region" }), past, false},
-	} {
-		got, err := tg.Recorded(ctx, tc.c, tc.since)
-		if err != nil {
-			t.Fatalf("%s: %v", tc.what, err)
-		}
-		if got != tc.want {
-			t.Errorf("%s: Recorded = %v, want %v", tc.what, got, tc.want)
-		}
-	}
+	conflicttest.CheckRecorded(t, func(c batch.Conflict, since time.Time) (bool, error) { return tg.Recorded(ctx, c, since) }, c, prow(2, "", "", 0))
 }
