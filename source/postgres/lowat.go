@@ -23,8 +23,16 @@ import (
 // which wakes the reader at once. So a message waits at most about two
 // busy ticks. After idleAfter busy ticks with nothing waiting and nothing
 // handled, the ticks slow down until the stream is busy again.
+//
+// The mark's size was measured with the reader alone draining 200,000
+// inserts (100-row transactions) from a local server, three times each:
+// the WAL sender used 1.03–1.30 CPU s with no mark, 0.74–1.09 with 16 KB,
+// 0.66–0.72 with 64 KB and 0.67–0.73 with 128 KB (PostgreSQL's own apply
+// worker, a slow reader, costs it 0.57–0.66). A larger mark delays
+// nothing more at lower rates: when less than the mark arrives in a tick,
+// the tick that finds the reader waiting lowers it, as above.
 const (
-	bulkLowat    = 16 << 10              // bytes the kernel waits for while the stream is busy
+	bulkLowat    = 64 << 10              // bytes the kernel waits for while the stream is busy
 	bulkTick     = time.Millisecond      // how often the mark is checked while the stream is busy
 	idleTick     = 50 * time.Millisecond // and while it is not (an idle pipeline wakes 20 times a second)
 	idleAfter    = 10                    // empty busy ticks before the stream counts as idle
