@@ -9,34 +9,40 @@ import (
 	"github.com/regiond/regiond/source"
 )
 
-// CheckRecorded checks a target's batch.RuleTarget.Recorded, given as
-// recorded, against c, a conflict the target holds committed (detected
-// within the last hour): it must be found by pipeline, table, key, rule and
-// source transaction, detected since the time given, and nothing else.
-// otherKey is a key of c's table that has no record.
-func CheckRecorded(t *testing.T, recorded func(batch.Conflict, time.Time) (bool, error), c batch.Conflict, otherKey source.Row) {
+// Recorded is a target's batch.RuleTarget.Recorded.
+type Recorded func(pipeline, rule, position string, since time.Time) (map[string]bool, error)
+
+// CheckRecorded checks recorded against c, a conflict the target holds
+// committed (detected within the last hour): c's table and key must be
+// found under its pipeline, rule and source transaction, detected since the
+// time given, and under nothing else; otherKey, a key of c's table without
+// a record, never.
+func CheckRecorded(t *testing.T, recorded Recorded, c batch.Conflict, otherKey source.Row) {
 	t.Helper()
-	other := func(f func(*batch.Conflict)) batch.Conflict { x := c; f(&x); return x }
+	key := batch.RecordKey(c.Table.Name, source.KeyJSON(c.Table, c.Key))
+	other := batch.RecordKey(c.Table.Name, source.KeyJSON(c.Table, otherKey))
 	past, future := time.Now().Add(-time.Hour), time.Now().Add(time.Hour)
 	for _, tc := range []struct {
-		what  string
-		c     batch.Conflict
-		since time.Time
-		want  bool
+		what                     string
+		pipeline, rule, position string
+		since                    time.Time
+		want                     bool
 	}{
-		{"the same conflict", c, past, true},
-		{"detected before since", c, future, false},
-		{"another source transaction", other(func(x *batch.Conflict) { x.Position += "-other" }), past, false},
-		{"another key", other(func(x *batch.Conflict) { x.Key = otherKey }), past, false},
-		{"another pipeline", other(func(x *batch.Conflict) { x.Pipeline += "-other" }), past, false},
-		{"another rule", other(func(x *batch.Conflict) { x.Rule += "-other" }), past, false},
+		{"the same source transaction", c.Pipeline, c.Rule, c.Position, past, true},
+		{"detected before since", c.Pipeline, c.Rule, c.Position, future, false},
+		{"another source transaction", c.Pipeline, c.Rule, c.Position + "-other", past, false},
+		{"another pipeline", c.Pipeline + "-other", c.Rule, c.Position, past, false},
+		{"another rule", c.Pipeline, c.Rule + "-other", c.Position, past, false},
 	} {
-		got, err := recorded(tc.c, tc.since)
+		got, err := recorded(tc.pipeline, tc.rule, tc.position, tc.since)
 		if err != nil {
 			t.Fatalf("%s: %v", tc.what, err)
 		}
-		if got != tc.want {
-			t.Errorf("%s: Recorded = %v, want %v", tc.what, got, tc.want)
+		if got[key] != tc.want {
+			t.Errorf("%s: Recorded holds %q: %v, want %v (got %v)", tc.what, key, got[key], tc.want, got)
+		}
+		if got[other] {
+			t.Errorf("%s: Recorded holds %q, which has no record", tc.what, other)
 		}
 	}
 }

@@ -648,11 +648,11 @@ func (w *writer) findRow(ctx context.Context, changes []source.Change, end check
 	return fmt.Errorf("region %s rejected the source transaction ending at %s: %w", w.cfg.Region, end, txnErr)
 }
 
-// record writes the discarded home_region transactions: their conflict
-// records, and in the origin region their reverts.
 // replayMargin: see record.
 const replayMargin = time.Minute
 
+// record writes the discarded home_region transactions: their conflict
+// records, and in the origin region their reverts.
 func (w *writer) record(ctx context.Context, events []*homeEvent) error {
 	if len(events) == 0 {
 		return nil

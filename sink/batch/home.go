@@ -222,15 +222,16 @@ func (rv *reverter) applyHome(ctx context.Context, rt RuleTarget, r *Rules, e ho
 		}
 	}
 	cs := r.homeConflicts(e)
-	if r.Local && replayed {
-		since := e.commit.Add(-chainMargin)
+	if r.Local && replayed && len(cs) > 0 {
+		// One source transaction: the records share pipeline, rule and
+		// position.
+		done, err := rt.Recorded(ctx, cs[0].Pipeline, cs[0].Rule, cs[0].Position, e.commit.Add(-chainMargin))
+		if err != nil {
+			return err
+		}
 		kept := cs[:0]
 		for _, c := range cs {
-			done, err := rt.Recorded(ctx, c, since)
-			if err != nil {
-				return err
-			}
-			if !done {
+			if !done[RecordKey(c.Table.Name, source.KeyJSON(c.Table, c.Key))] {
 				kept = append(kept, c)
 			}
 		}

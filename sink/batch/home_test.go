@@ -83,14 +83,14 @@ func (h *homeTarget) Record(_ context.Context, cs []Conflict) error {
 	return nil
 }
 
-func (h *homeTarget) Recorded(_ context.Context, c Conflict, _ time.Time) (bool, error) {
+func (h *homeTarget) Recorded(_ context.Context, pipeline, rule, position string, _ time.Time) (map[string]bool, error) {
+	out := map[string]bool{}
 	for _, r := range h.records {
-		if r.Pipeline == c.Pipeline && r.Table.Name == c.Table.Name && r.Rule == c.Rule && r.Position == c.Position &&
-			source.KeyJSON(r.Table, r.Key) == source.KeyJSON(c.Table, c.Key) {
-			return true, nil
+		if r.Pipeline == pipeline && r.Rule == rule && r.Position == position {
+			out[RecordKey(r.Table.Name, source.KeyJSON(r.Table, r.Key))] = true
 		}
 	}
-	return false, nil
+	return out, nil
 }
 
 // TestRevertSurvivesRetry: region b wrote row 17, homed in c, twice in a

@@ -109,11 +109,15 @@ type RuleTarget interface {
 	Write(ctx context.Context, t *source.Table, r *Resolved) error
 	// Record writes conflict records.
 	Record(ctx context.Context, cs []Conflict) error
-	// Recorded reports whether the target already holds a record of c
-	// (the same pipeline, table, key, rule and source transaction)
-	// detected at or after since.
-	Recorded(ctx context.Context, c Conflict, since time.Time) (bool, error)
+	// Recorded returns the records the target already holds of one
+	// source transaction (position) under pipeline and rule, detected at
+	// or after since, by RecordKey of their table and key.
+	Recorded(ctx context.Context, pipeline, rule, position string, since time.Time) (map[string]bool, error)
 }
+
+// RecordKey identifies a conflict record of one source transaction by its
+// table and its key as canonical JSON (source.KeyJSON).
+func RecordKey(table, keyJSON string) string { return table + "\x00" + keyJSON }
 
 // ResolveLWW decides a step of last_writer_wins changes (distinct keys, in
 // source order) against the current states, and returns the guarded write

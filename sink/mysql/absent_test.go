@@ -165,5 +165,7 @@ func TestRecordedFindsTheSameConflict(t *testing.T) {
 		t.Fatal(err)
 	}
 	w = beginWriter(t, a)
-	conflicttest.CheckRecorded(t, func(c batch.Conflict, since time.Time) (bool, error) { return w.Recorded(ctx, c, since) }, c, note(2, ""))
+	conflicttest.CheckRecorded(t, func(p, r, pos string, since time.Time) (map[string]bool, error) {
+		return w.Recorded(ctx, p, r, pos, since)
+	}, c, note(2, ""))
 }

@@ -529,19 +529,24 @@ func (w *writer) Record(ctx context.Context, cs []batch.Conflict) error {
 }
 
 // Recorded implements batch.RuleTarget, in the open transaction. The
-// (table_name, detected_at) index bounds the rows it reads.
-func (w *writer) Recorded(ctx context.Context, c batch.Conflict, since time.Time) (bool, error) {
-	var one int
-	err := w.tx.QueryRowContext(ctx, "SELECT 1 FROM "+quote(ConflictTable)+
-		" WHERE `table_name` = ? AND `detected_at` >= ? AND `pipeline` = ? AND `rule` = ? AND `source_position` = ? AND `pk` = ? LIMIT 1",
-		c.Table.Name, since.UTC().Format("2006-01-02 15:04:05.000000"), c.Pipeline, c.Rule, c.Position, source.KeyJSON(c.Table, c.Key)).Scan(&one)
-	switch {
-	case errors.Is(err, sql.ErrNoRows):
-		return false, nil
-	case err != nil:
-		return false, err
+// detected_at index bounds the rows it reads.
+func (w *writer) Recorded(ctx context.Context, pipeline, rule, position string, since time.Time) (map[string]bool, error) {
+	rows, err := w.tx.QueryContext(ctx, "SELECT `table_name`, `pk` FROM "+quote(ConflictTable)+
+		" WHERE `detected_at` >= ? AND `pipeline` = ? AND `rule` = ? AND `source_position` = ?",
+		since.UTC().Format("2006-01-02 15:04:05.000000"), pipeline, rule, position)
+	if err != nil {
+		return nil, err
 	}
-	return true, nil
+	defer rows.Close()
+	out := map[string]bool{}
+	for rows.Next() {
+		var table, pk string
+		if err := rows.Scan(&table, &pk); err != nil {
+			return nil, err
+		}
+		out[batch.RecordKey(table, pk)] = true
+	}
+	return out, rows.Err()
 }
 
 // announce counts and logs the conflicts of a committed transaction (only

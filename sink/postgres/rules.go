@@ -446,20 +446,26 @@ func (t *target) Record(ctx context.Context, cs []batch.Conflict) error {
 }
 
 // Recorded implements batch.RuleTarget, in the open transaction (after
-// what is queued). The (table_name, detected_at) index bounds the rows it
-// reads.
-func (t *target) Recorded(ctx context.Context, c batch.Conflict, since time.Time) (bool, error) {
+// what is queued). The detected_at index bounds the rows it reads.
+func (t *target) Recorded(ctx context.Context, pipeline, rule, position string, since time.Time) (map[string]bool, error) {
 	b := t.take()
-	var n int
-	b.Queue("SELECT count(*) FROM (SELECT 1 FROM "+pgconn.Ident(t.a.cfg.Schema, pgconn.ConflictTable)+
-		" WHERE table_name = $1 AND detected_at >= $2 AND pipeline = $3 AND rule = $4 AND source_position = $5 AND pk = $6 LIMIT 1) AS r",
-		c.Table.Name, since, c.Pipeline, c.Rule, c.Position, source.KeyJSON(c.Table, c.Key)).QueryRow(func(r pgx.Row) error {
-		return r.Scan(&n)
+	out := map[string]bool{}
+	b.Queue("SELECT table_name, pk FROM "+pgconn.Ident(t.a.cfg.Schema, pgconn.ConflictTable)+
+		" WHERE detected_at >= $1 AND pipeline = $2 AND rule = $3 AND source_position = $4",
+		since, pipeline, rule, position).Query(func(rows pgx.Rows) error {
+		for rows.Next() {
+			var table, pk string
+			if err := rows.Scan(&table, &pk); err != nil {
+				return err
+			}
+			out[batch.RecordKey(table, pk)] = true
+		}
+		return rows.Err()
 	})
 	if err := t.send(ctx, b); err != nil {
-		return false, err
+		return nil, err
 	}
-	return n > 0, nil
+	return out, nil
 }
 
 // announce counts and logs the conflicts of a committed transaction (only

@@ -561,5 +561,7 @@ func TestRecordedFindsTheSameConflict(t *testing.T) {
 	}
 	defer tg.Rollback()
 	c := batch.Conflict{Pipeline: pipelineName, Table: profiles, Key: prow(1, "", "", 0), Rule: "last_writer_wins", Position: "east:10"}
-	conflicttest.CheckRecorded(t, func(c batch.Conflict, since time.Time) (bool, error) { return tg.Recorded(ctx, c, since) }, c, prow(2, "", "", 0))
+	conflicttest.CheckRecorded(t, func(p, r, pos string, since time.Time) (map[string]bool, error) {
+		return tg.Recorded(ctx, p, r, pos, since)
+	}, c, prow(2, "", "", 0))
 }
